@@ -1,0 +1,70 @@
+"""Reading and writing microscopy images: PNG, JPEG, TIFF; gray or colour; 8- or 16-bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
+
+from ..atomic import atomic_path
+from ..errors import DonetError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Pixels as (H, W) or (H, W, C) uint8/uint16, raising DonetError on anything unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DonetError(path, "no such image file")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            pixels = tifffile.imread(path)
+            if pixels.ndim == 3 and pixels.shape[0] in (1, 3, 4) and pixels.shape[-1] not in (1, 3, 4):
+                pixels = np.moveaxis(pixels, 0, -1)  # channel-first TIFF
+        else:
+            with Image.open(path) as im:
+                im.load()
+                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    pixels = np.asarray(im, dtype=np.int64).clip(0, 65535).astype(np.uint16)
+                elif im.mode in ("1", "L", "RGB"):
+                    pixels = np.asarray(im)
+                else:
+                    pixels = np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError, tifffile.TiffFileError) as exc:
+        raise DonetError(path, f"not a readable image ({exc.__class__.__name__}: {exc})") from None
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim == 3 and pixels.shape[-1] == 4:
+        pixels = pixels[..., :3]  # alpha carries no stain information
+    if pixels.ndim not in (2, 3) or pixels.size == 0:
+        raise DonetError(path, f"unsupported image shape {pixels.shape}")
+    if pixels.dtype == bool:
+        pixels = pixels.astype(np.uint8) * 255
+    if pixels.dtype not in (np.uint8, np.uint16):
+        if np.issubdtype(pixels.dtype, np.floating):
+            raise DonetError(path, f"floating-point images are not supported (dtype {pixels.dtype})")
+        pixels = pixels.clip(0, 65535).astype(np.uint16)
+    return pixels
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A binary mask image as bool; any non-zero pixel is foreground."""
+    pixels = read_image(path)
+    if pixels.ndim == 3:
+        pixels = pixels.max(axis=-1)
+    if shape is not None and pixels.shape != tuple(shape):
+        raise DonetError(path, f"mask size {pixels.shape[1]}x{pixels.shape[0]} differs from its image "
+                               f"({shape[1]}x{shape[0]})")
+    return pixels > 0
+
+
+def write_image(path: str | Path, pixels: np.ndarray) -> None:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            tifffile.imwrite(tmp, pixels)
+        else:
+            Image.fromarray(pixels).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
