@@ -1,0 +1,69 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def donet(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "donet", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_synth_then_stats_and_refusal_to_overwrite(tmp_path):
+    out = tmp_path / "synth"
+    made = donet("synth", out, "--n", 4, "--size", 128, 192, "--seed", 7, "--cells", 3, 5)
+    assert made.returncode == 0, made.stderr
+    assert len(list((out / "images").glob("*.png"))) == 4
+    figures = json.loads(donet("data", "stats", out, "--json").stdout)
+    assert figures["images"] == 4 and 12 <= figures["cytoplasm_instances"] <= 20
+    assert figures["image_sizes"] == ["192x128"]
+    before = (out / "annotations.json").read_bytes()
+    again = donet("synth", out, "--n", 2)
+    one_line_error(again, str(out), "already exists")
+    assert (out / "annotations.json").read_bytes() == before
+
+
+def test_cluster_augmentor_offline_from_a_dataset(tmp_path):
+    assert donet("synth", tmp_path / "src", "--n", 3, "--size", 160, 160).returncode == 0
+    made = donet("synth", tmp_path / "aug", "--from", tmp_path / "src", "--n", 3, "--size", 200, 240,
+                 "--cells", 4, 4, "--overlap", 0.1, 0.2)
+    assert made.returncode == 0, made.stderr
+    figures = json.loads(donet("data", "stats", tmp_path / "aug", "--json").stdout)
+    assert figures["cytoplasm_instances"] == 12 and figures["overlap_share"] > 0
+
+
+def test_failure_mid_way_leaves_no_partial_output(tmp_path):
+    assert donet("synth", tmp_path / "src", "--n", 3, "--size", 128, 128).returncode == 0
+    broken = sorted((tmp_path / "src" / "images").glob("*.png"))[2]
+    broken.write_bytes(broken.read_bytes()[:100])
+    result = donet("synth", tmp_path / "aug", "--from", tmp_path / "src", "--n", 2)
+    one_line_error(result, broken.name, "not a readable image")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+@pytest.mark.parametrize("split, gt, images, cells", [
+    ("isbi2014_train", "isbi_train_GT.mat", 45, 270),
+    ("isbi2014_test", "isbi_test90_GT.mat", 90, 540),
+])
+def test_stats_on_both_isbi_layouts(isbi, split, gt, images, cells):
+    for args in ([isbi / split], [isbi / "challenge_mat" / gt, "--images", isbi / split / "orig"]):
+        result = donet("data", "stats", *args, "--json")
+        assert result.returncode == 0, result.stderr
+        figures = json.loads(result.stdout)
+        assert (figures["images"], figures["cytoplasm_instances"]) == (images, cells)
+
+
+def test_bad_paths_give_one_line_errors(tmp_path):
+    one_line_error(donet("data", "stats", tmp_path / "nothing"), "nothing", "no such file")
+    (tmp_path / "notes.txt").write_text("hello")
+    one_line_error(donet("data", "stats", tmp_path / "notes.txt"), "unrecognised dataset layout")
+    (tmp_path / "broken.json").write_text("{ not json")
+    one_line_error(donet("data", "stats", tmp_path / "broken.json"), "broken.json", "not valid JSON")

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from donet.data.imageio import read_image, read_mask, write_image
+from donet.errors import DonetError
+
+
+def test_16_bit_png_and_tiff_keep_their_depth(tmp_path):
+    pixels = (np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
+    write_image(tmp_path / "a.png", pixels)
+    tifffile.imwrite(tmp_path / "a.tif", pixels)
+    for name in ("a.png", "a.tif"):
+        read = read_image(tmp_path / name)
+        assert read.dtype == np.uint16 and np.array_equal(read, pixels)
+
+
+def test_multichannel_tiff_channel_first_becomes_channel_last(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 255, (3, 16, 24), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "c.tif", pixels)
+    assert read_image(tmp_path / "c.tif").shape == (16, 24, 3)
+
+
+def test_rgba_drops_alpha_and_jpeg_reads(tmp_path):
+    Image.fromarray(np.zeros((8, 9, 4), np.uint8)).save(tmp_path / "x.png")
+    Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(tmp_path / "x.jpg")
+    assert read_image(tmp_path / "x.png").shape == (8, 9, 3)
+    assert read_image(tmp_path / "x.jpg").shape == (8, 9, 3)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "no such image file"),
+    (b"this is not an image", "not a readable image"),
+])
+def test_missing_and_non_image_files(tmp_path, content, problem):
+    path = tmp_path / "bad.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DonetError, match=problem) as caught:
+        read_image(path)
+    assert caught.value.path == path
+
+
+def test_truncated_png_is_refused(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DonetError, match="not a readable image"):
+        read_image(tmp_path / "cut.png")
+
+
+def test_mask_size_is_checked(tmp_path):
+    Image.fromarray(np.zeros((8, 9), np.uint8)).save(tmp_path / "m.png")
+    with pytest.raises(DonetError, match="differs from its image"):
+        read_mask(tmp_path / "m.png", shape=(8, 10))
