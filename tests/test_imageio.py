@@ -18,7 +18,7 @@ def test_16_bit_png_and_tiff_keep_their_depth(tmp_path):
 
 def test_multichannel_tiff_channel_first_becomes_channel_last(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 255, (3, 16, 24), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "c.tif", pixels)
+    tifffile.imwrite(tmp_path / "c.tif", pixels, photometric="rgb", planarconfig="separate")
     assert read_image(tmp_path / "c.tif").shape == (16, 24, 3)
 
 
