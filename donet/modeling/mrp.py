@@ -37,7 +37,9 @@ def attention_map(mask_rois: list[tuple[torch.Tensor, torch.Tensor]], size: tupl
             maps.append(logits.new_zeros(size) + logits.sum() * 0)
         else:
             maps.append(paste_logits(boxes, logits, size, stride).relu().sum(dim=0))
-    return torch.stack(maps)[:, None].sigmoid()
+    # Past 15 the sigmoid rounds to 1 in float32 (its gradient is below 1e-6 there anyway):
+    # the cap keeps M strictly inside [0.5, 1).
+    return torch.stack(maps)[:, None].clamp(max=15).sigmoid()
 
 
 def reweight(features: dict[str, torch.Tensor], attention: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ COMPLEMENT, INTERSECTION = 1, 2
 class MaskOutputs:
     """Class-specific 28x28 logits of the mask branch for a set of RoIs."""
 
-    coarse: torch.Tensor
+    coarse: torch.Tensor | None  # skipped at test time when CRM replaces it
     intersection: torch.Tensor | None = None
     complement: torch.Tensor | None = None
     recombined: torch.Tensor | None = None
@@ -76,7 +76,8 @@ class DeoverlapRoIHeads(RoIHeads):
         self.config = config
 
     def mask_branch(self, roi_features: torch.Tensor) -> MaskOutputs:
-        coarse_features, coarse = self.mask_head(roi_features)
+        coarse_features = self.mask_head.features(roi_features)
+        coarse = self.mask_head.predict(coarse_features) if self.training or self.fusion is None else None
         if self.drm is None:
             return MaskOutputs(coarse)
         f_o, intersection, f_m, complement = self.drm(roi_features, coarse_features)

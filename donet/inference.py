@@ -1,0 +1,60 @@
+"""Running a model on images and turning its detections into the data layer's instances."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+from .data.instances import AnnotatedImage, CellClass, Instance, encode_mask
+from .data.nuclei import assign_parents
+from .modeling import DoNet, image_tensor
+
+PASTE_CHUNK = 32  # masks pasted at once: bounds memory on crowded or large images
+
+
+def paste_probs(probs: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]):
+    """Yield (N_chunk, H, W) image-space probabilities of RoI masks, a chunk at a time."""
+    for start in range(0, len(probs), PASTE_CHUNK):
+        chunk = slice(start, start + PASTE_CHUNK)
+        yield paste_masks_in_image(probs[chunk, None], boxes[chunk], size, padding=1)[:, 0]
+
+
+def to_instances(detection: dict[str, torch.Tensor], size: tuple[int, int], score_threshold: float = 0.5,
+                 mask_threshold: float = 0.5) -> list[Instance]:
+    """Instances (cells first, then nuclei linked to them) of detections above `score_threshold`."""
+    keep = detection["scores"] >= score_threshold
+    boxes, labels, scores = detection["boxes"][keep], detection["labels"][keep], detection["scores"][keep]
+    probs = detection["mask_probs"][keep]
+    masks, classes, kept_scores = [], [], []
+    offset = 0
+    for pasted in paste_probs(probs, boxes, size):
+        for k, mask in enumerate((pasted >= mask_threshold).cpu().numpy()):
+            if mask.any():  # a detection whose mask vanishes at the threshold is no instance
+                masks.append(mask)
+                classes.append(CellClass(int(labels[offset + k])))
+                kept_scores.append(float(scores[offset + k]))
+        offset += len(pasted)
+    cells = [i for i, c in enumerate(classes) if c is CellClass.CYTOPLASM]
+    nuclei = [i for i, c in enumerate(classes) if c is CellClass.NUCLEUS]
+    order = cells + nuclei
+    new_id = {old: new for new, old in enumerate(order, start=1)}
+    cell_stack = np.stack([masks[i] for i in cells]) if cells else np.zeros((0, *size), bool)
+    parents = assign_parents([masks[i] for i in nuclei], cell_stack)
+    parent_of = {n: (None if p is None else new_id[cells[p]]) for n, p in zip(nuclei, parents)}
+    return [Instance(id=new_id[i], category=classes[i], rle=encode_mask(masks[i]), parent=parent_of.get(i),
+                     score=kept_scores[i]) for i in order]
+
+
+@torch.no_grad()
+def predict(model: DoNet, images: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+    """Raw detections (see `DoNet`) for numpy images of any size, gray or colour."""
+    model.eval()
+    device = next(model.parameters()).device
+    return model([image_tensor(image).to(device) for image in images])
+
+
+def segment(model: DoNet, image: np.ndarray, score_threshold: float = 0.5, name: str = "image") -> AnnotatedImage:
+    """Segment one numpy image: overlapping cells stay separate instances."""
+    detection = predict(model, [image])[0]
+    return AnnotatedImage(name, image, to_instances(detection, image.shape[:2], score_threshold))

@@ -1,0 +1,181 @@
+import numpy as np
+import pytest
+import torch
+
+import donet
+from donet.data import SynthConfig, generate
+from donet.errors import DonetError
+from donet.modeling import LADDER, ConsistencyMode, build_model, image_tensor, training_target
+from donet.modeling.crm import consistency_loss, soft_xor
+from donet.modeling.mrp import attention_map, paste_logits
+
+SMALL = {"min_size": 128, "max_size": 256}
+
+
+def batch(sizes=((128, 176), (144, 128)), seed=0):
+    samples = [generate(i, SynthConfig(size=size, cells=(3, 5), cell_radius=(0.15, 0.22)), seed=seed)
+               for i, size in enumerate(sizes)]
+    return [image_tensor(s.image) for s in samples], [training_target(s) for s in samples]
+
+
+@pytest.fixture(scope="module")
+def donet_losses():
+    torch.manual_seed(0)
+    model = build_model("donet", **SMALL).train()
+    images, targets = batch()
+    return model, model(images, targets)
+
+
+@pytest.mark.parametrize("preset", list(LADDER))
+def test_every_preset_trains_and_predicts_on_non_square_batches(preset):
+    torch.manual_seed(0)
+    model = build_model(preset, **SMALL).train()
+    images, targets = batch()
+    losses = model(images, targets)
+    expected = {"loss_mask", "loss_classifier", "loss_objectness"}
+    if LADDER[preset]["drm"]:
+        expected.add("loss_decomposition")
+    if LADDER[preset]["crm"]:
+        expected |= {"loss_recombined_mask", "loss_consistency"}
+    if LADDER[preset]["mrp"]:
+        expected |= {"nucleus_loss_mask", "nucleus_loss_objectness"}
+    assert expected <= losses.keys()
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert all(p.grad is not None for p in model.roi_heads.mask_head.parameters())
+    model.eval()
+    sizes = [(96, 160), (128, 128), (150, 100)]
+    with torch.no_grad():
+        outputs = model([torch.rand(3, *s) for s in sizes])
+    assert len(outputs) == 3
+    for output, size in zip(outputs, sizes):
+        n = len(output["boxes"])
+        assert output["mask_probs"].shape == (n, 28, 28) and output["scores"].shape == (n,)
+        assert (output["boxes"][:, 2] <= size[1] + 1e-3).all() and (output["boxes"][:, 3] <= size[0] + 1e-3).all()
+        assert ("intersection_probs" in output) == LADDER[preset]["drm"]
+        if LADDER[preset]["mrp"]:
+            assert output["attention"].shape == size
+            assert output["attention"].min() >= 0.5 and output["attention"].max() < 1
+
+
+def grads_of(module):
+    return [p.grad for p in module.parameters()]
+
+
+def test_gradients_reach_every_new_module(donet_losses):
+    model, losses = donet_losses
+    model.zero_grad()
+    sum(losses.values()).backward(retain_graph=True)
+    drm = model.roi_heads.drm
+    for module in (drm.intersection_head, drm.complement_head, drm.intersection_unit, drm.complement_unit,
+                   model.roi_heads.fusion, model.nucleus_rpn, model.backbone):
+        grads = grads_of(module)
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), module.__class__
+
+
+def test_nucleus_losses_train_the_cell_stack_and_backbone_through_the_attention_map(donet_losses):
+    model, losses = donet_losses
+    model.zero_grad()
+    sum(v for k, v in losses.items() if k.startswith("nucleus_")).backward(retain_graph=True)
+    # The cell stack's mask heads feed the nucleus stack only through the attention map.
+    for module in (model.roi_heads.fusion, model.roi_heads.mask_head, model.roi_heads.drm.complement_head):
+        assert any(g is not None and g.abs().sum() > 0 for g in grads_of(module))
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.rpn.parameters())
+    assert model.backbone.body.conv1.weight.grad.abs().sum() > 0
+
+
+def test_instance_head_is_reused_not_copied():
+    model = build_model("drm_crm", **SMALL).train()
+    calls = []
+    model.roi_heads.mask_head.convs.register_forward_hook(lambda *_: calls.append(1))
+    model.roi_heads.mask_head.predictor.register_forward_hook(lambda *_: calls.append(2))
+    model(*batch())
+    assert calls.count(1) == 2 and calls.count(2) == 2  # coarse pass and recombined pass
+    heads = [m for m in model.modules() if m.__class__.__name__ == "MaskHead"]
+    assert len(heads) == 3  # H_i, H_o, H_m: no hidden copy of H_i
+
+
+def test_consistency_loss_gradient_by_mode():
+    shape = (4, 3, 28, 28)
+    r, o, m = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    labels = torch.tensor([1, 2, 1, 1])
+    soft = consistency_loss(r, o, m, labels, ConsistencyMode.SOFT, detach_merge=False)
+    soft.backward()
+    assert r.grad.abs().sum() > 0 and o.grad.abs().sum() > 0 and m.grad.abs().sum() > 0
+    o.grad = None
+    consistency_loss(r, o, m, labels, ConsistencyMode.SOFT, detach_merge=True).backward()
+    assert o.grad is None
+    official = consistency_loss(r, o, m, labels, ConsistencyMode.OFFICIAL, detach_merge=False)
+    assert not official.requires_grad and official > 0
+    assert torch.allclose(soft_xor(torch.tensor([0.0, 1, 0, 1]), torch.tensor([0.0, 0, 1, 1])),
+                          torch.tensor([0.0, 1, 1, 0]))
+
+
+def test_official_mode_model_consistency_loss_has_no_gradient():
+    model = build_model("drm_crm", consistency_mode="official", **SMALL).train()
+    losses = model(*batch())
+    assert not losses["loss_consistency"].requires_grad and losses["loss_recombined_mask"].requires_grad
+
+
+def test_attention_map_pastes_positive_logits_inside_boxes_only():
+    boxes = torch.tensor([[8.0, 8.0, 24.0, 40.0]])
+    logits = torch.full((1, 28, 28), 3.0)
+    pasted = paste_logits(boxes, logits, (16, 16), stride=4)[0]
+    inside = pasted[3:9, 3:5]  # cells whose centres lie well inside the box
+    assert torch.allclose(inside, torch.tensor(3.0)) and pasted[12:, 8:].abs().max() == 0
+    attention = attention_map([(boxes, -logits), (boxes, logits)], (16, 16), 4)
+    assert torch.allclose(attention[0], torch.tensor(0.5))  # negative logits are cut by the ReLU
+    assert attention.min() >= 0.5 and attention.max() < 1
+
+
+def test_crowded_image_yields_more_than_100_detections():
+    config = SynthConfig(size=(1024, 1024), cells=(150, 150), clusters=(40, 40), cell_radius=(0.02, 0.03),
+                         overlap=(0.0, 0.2))
+    sample = generate(0, config, seed=0)
+    assert len(sample.cells) == 150
+    torch.manual_seed(0)
+    model = build_model("maskrcnn", min_size=1024, max_size=1024).eval()
+    with torch.no_grad():
+        detections = model([image_tensor(sample.image)])[0]
+    assert len(detections["boxes"]) > 100  # the default cap is 300, not torchvision's 100
+    capped = build_model("maskrcnn", min_size=1024, max_size=1024, detections_per_img=100).eval()
+    capped.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert len(capped([image_tensor(sample.image)])[0]["boxes"]) == 100
+
+
+def test_weights_round_trip_and_refuse_another_preset(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("donet", **SMALL)
+    donet.save_weights(model, tmp_path / "m.safetensors")
+    loaded = donet.load_model(tmp_path / "m.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(DonetError, match="another model"):
+        donet.load_weights(build_model("maskrcnn", **SMALL), tmp_path / "m.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(DonetError, match="not a readable"):
+        donet.load_weights(model, tmp_path / "bad.safetensors")
+
+
+def test_three_line_api_on_a_gray_numpy_image(tmp_path):
+    model = build_model("donet", **SMALL)
+    donet.save_weights(model, tmp_path / "m.safetensors", half=True)
+    image = generate(0, SynthConfig(size=(128, 160)), seed=0).image
+
+    model = donet.build_model("donet", **SMALL)
+    donet.load_weights(model, tmp_path / "m.safetensors")
+    result = donet.segment(model, image, score_threshold=0.0)
+
+    assert result.image is image and len(result.instances) > 0
+    assert all(inst.shape == (128, 160) and 0 <= inst.score <= 1 for inst in result.instances)
+    cell_ids = {c.id for c in result.cells}
+    assert all(n.parent is None or n.parent in cell_ids for n in result.nuclei)
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="crm needs drm"):
+        build_model("maskrcnn", crm=True)
+    with pytest.raises(ValueError, match="unknown preset"):
+        build_model("unet")
+    np.testing.assert_equal(image_tensor(np.zeros((5, 6), np.uint16)).shape, (3, 5, 6))
