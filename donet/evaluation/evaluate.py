@@ -1,0 +1,138 @@
+"""Evaluation of predicted instances against ground truth: every protocol, per class and averaged."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..data.coco import _segmentation_rle
+from ..data.instances import AnnotatedImage, CellClass, Instance
+from ..errors import DonetError
+from .coco_map import segm_ap
+from .matching import Pairs
+from .protocols import isbi_protocol, paper_protocol, standard_protocol
+
+CLASSES = {"cytoplasm": CellClass.CYTOPLASM, "nucleus": CellClass.NUCLEUS}
+
+
+def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Instance]],
+             paper_score_threshold: float = 0.9, standard_score_threshold: float = 0.5,
+             max_dets: int = 1000) -> dict:
+    """Scores of `predictions` (image name -> scored instances) against `truth`.
+
+    COCO AP uses every prediction; the paper's and the ISBI protocols keep predictions
+    scoring at least `paper_score_threshold` (0.9 in the official scripts), the standard
+    protocol those at least `standard_score_threshold`. A ground-truth image without
+    predictions counts as predicted empty (reported in `images_without_predictions`);
+    predictions for images not in the ground truth are an error.
+    """
+    names = [sample.name for sample in truth]
+    unknown = sorted(set(predictions) - set(names))
+    if unknown:
+        raise DonetError(None, f"predictions for {len(unknown)} image(s) not in the ground truth, e.g. "
+                               f"{', '.join(unknown[:3])}")
+    sizes = {}
+    for sample in truth:
+        size = tuple(sample.instances[0].shape) if sample.instances else tuple(sample.size)
+        sizes[sample.name] = size
+        for inst in predictions.get(sample.name, []):
+            if tuple(inst.shape) != size:
+                raise DonetError(None, f"image {sample.name}: predicted mask is {inst.shape[1]}x{inst.shape[0]} "
+                                       f"but the ground truth is {size[1]}x{size[0]}")
+    predicted = [predictions.get(name, []) for name in names]
+    ap = segm_ap([(sizes[s.name], s.instances) for s in truth], predicted, max_dets)
+
+    per_class = {}
+    for class_name, category in CLASSES.items():
+        def pairs_at(threshold: float) -> list[Pairs]:
+            return [Pairs.of([i.rle for i in preds if i.category == category and i.score >= threshold],
+                             [i.rle for i in sample.instances if i.category == category])
+                    for sample, preds in zip(truth, predicted)]
+
+        paper_pairs = pairs_at(paper_score_threshold)
+        per_class[class_name] = {
+            "coco": ap[int(category)],
+            "paper": paper_protocol(paper_pairs),
+            "standard": standard_protocol(pairs_at(standard_score_threshold)),
+            "isbi": isbi_protocol(paper_pairs),
+        }
+    average = {protocol: {metric: _nanmean([per_class[c][protocol][metric] for c in CLASSES])
+                          for metric in per_class["cytoplasm"][protocol]}
+               for protocol in per_class["cytoplasm"]}
+    return {
+        "images": len(truth),
+        "images_without_predictions": sum(1 for name in names if name not in predictions),
+        "settings": {"paper_score_threshold": paper_score_threshold,
+                     "standard_score_threshold": standard_score_threshold, "max_dets": max_dets},
+        "classes": {**per_class, "average": average},
+    }
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+# (protocol, metric, label, shown as a percentage)
+TABLE_ROWS = [
+    ("coco", "ap", "mAP", True), ("coco", "ap50", "AP50", True), ("coco", "ap75", "AP75", True),
+    ("paper", "dice", "Dice (paper)", True), ("paper", "f1", "F1 (paper)", True), ("paper", "aji", "AJI (paper)", True),
+    ("standard", "aji_kumar", "AJI (Kumar)", True), ("standard", "aji_plus", "AJI+", True),
+    ("standard", "pq", "PQ", True), ("standard", "f1_at_0.5", "F1@0.5", True),
+    ("isbi", "dice", "ISBI Dice", False), ("isbi", "fn_o", "ISBI FN_o", False),
+    ("isbi", "tp_p", "ISBI TP_p", False), ("isbi", "fp_p", "ISBI FP_p", False),
+]
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    """Rows of metric, cytoplasm, nucleus, average (percentages as in the paper's tables)."""
+    rows = []
+    for protocol, metric, label, percent in TABLE_ROWS:
+        row = [label]
+        for class_name in ("cytoplasm", "nucleus", "average"):
+            value = results["classes"][class_name][protocol][metric]
+            row.append("-" if math.isnan(value) else f"{100 * value:.2f}" if percent else f"{value:.4f}")
+        rows.append(row)
+    return rows
+
+
+def markdown_table(results: dict) -> str:
+    lines = ["| metric | cytoplasm | nucleus | average |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    return "\n".join(lines)
+
+
+def read_predictions(path: str | Path) -> dict[str, list[Instance]]:
+    """Scored instances per image name from a COCO JSON written by donet (images with
+    `file_name`, annotations with `score`); masks only, no pixels are read."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DonetError(path, "no such predictions file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DonetError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not {"images", "annotations"} <= data.keys():
+        raise DonetError(path, "not a COCO predictions file (needs 'images' and 'annotations')")
+    known = {int(c) for c in CellClass}
+    images = {img["id"]: img for img in data["images"]}
+    predictions: dict[str, list[Instance]] = {Path(img["file_name"]).stem: [] for img in images.values()}
+    for ann in data["annotations"]:
+        image = images.get(ann.get("image_id"))
+        if image is None:
+            raise DonetError(path, f"prediction {ann.get('id')} refers to unknown image id {ann.get('image_id')}")
+        if ann.get("category_id") not in known:
+            raise DonetError(path, f"prediction {ann.get('id')} has unknown category id {ann.get('category_id')} "
+                                   "(expected 1 cytoplasm or 2 nucleus)")
+        try:
+            rle = _segmentation_rle(ann["segmentation"], image["height"], image["width"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DonetError(path, f"prediction {ann.get('id')}: bad segmentation ({exc})") from None
+        instances = predictions[Path(image["file_name"]).stem]
+        instances.append(Instance(len(instances) + 1, CellClass(ann["category_id"]), rle,
+                                  score=float(ann.get("score", 1.0))))
+    return predictions
