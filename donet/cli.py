@@ -14,9 +14,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .atomic import atomic_dir
+from .atomic import atomic_dir, write_text_atomic
+from .cross_validation import cross_validate
 from .data import ClusterAugmentor, DataFormat, SynthConfig, dataset_stats, generate, open_dataset, write_dataset
+from .data.coco import write_predictions
 from .errors import DonetError
+from .evaluation import evaluate, json_safe, read_predictions, table_rows
+from .evaluation.evaluate import TABLE_ROWS
+from .inference import predict_dataset
+from .training import ClusterAugmentation, DataSpec, TrainConfig, cpu_defaults
+from .training import train as train_model
+from .weights import load_model
 
 app = typer.Typer(help="DoNet: instance segmentation of overlapping, translucent cells.",
                   pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False)
@@ -117,6 +125,138 @@ def stats(
     ]
     for name, value in rows:
         table.add_row(name, str(value))
+    Console().print(table)
+
+
+def _train_config(preset: str, size: str, train_path: Path | None, train_format, train_images, val_path, val_format,
+                  val_images, iterations, seed, lr, batch_size, cluster_aug, config_file) -> TrainConfig:
+    if config_file is not None:
+        return TrainConfig.load(config_file)
+    if train_path is None:
+        raise DonetError(None, "give --train DATASET (or --config FILE)")
+    schedule = cpu_defaults(iterations or 2000) if size == "light" else ({"iterations": iterations} if iterations else {})
+    overrides = {k: v for k, v in {"base_lr": lr, "batch_size": batch_size}.items() if v is not None}
+    try:
+        return TrainConfig(
+            preset=preset, seed=seed, **{**schedule, "size": size, **overrides},
+            train=DataSpec(path=str(train_path), format=train_format, images=None if train_images is None else str(train_images)),
+            val=None if val_path is None else DataSpec(path=str(val_path), format=val_format,
+                                                       images=None if val_images is None else str(val_images)),
+            cluster_augmentation=None if not cluster_aug else ClusterAugmentation(probability=cluster_aug),
+        )
+    except ValueError as exc:
+        raise DonetError(None, f"bad training option: {str(exc).splitlines()[-1]}") from None
+
+
+PresetOption = Annotated[str, typer.Option(help="maskrcnn, drm, drm_crm or donet (the paper's ablation ladder).")]
+SizeOption = Annotated[str, typer.Option(help="light (CPU: ResNet-18, 64-channel FPN, 512 px) or paper (R50-FPN, GPU).")]
+
+
+@app.command("train")
+def train_command(
+    out: Annotated[Path, typer.Option(help="Run folder (must not exist, unless --resume).")],
+    train: Annotated[Optional[Path], typer.Option(help="Training dataset (any supported layout).")] = None,
+    val: Annotated[Optional[Path], typer.Option(help="Validation dataset: periodic segm AP, best checkpoint.")] = None,
+    preset: PresetOption = "donet",
+    size: SizeOption = "light",
+    iterations: Annotated[Optional[int], typer.Option(help="Training iterations (light: 2000; paper: 60000).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of weights, data order and augmentation.")] = 0,
+    lr: Annotated[Optional[float], typer.Option(help="Base learning rate (light: 0.02; paper: 0.001).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step and process.")] = None,
+    cluster_aug: Annotated[float, typer.Option(help="Probability of replacing a training image by a synthetic "
+                                                    "cluster of its set's cells (0: off).")] = 0.0,
+    config: Annotated[Optional[Path], typer.Option(help="A config.json instead of the options above.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    train_format: FormatOption = None,
+    train_images: ImagesOption = None,
+    val_format: Annotated[Optional[DataFormat], typer.Option(help="Validation dataset layout.")] = None,
+    val_images: Annotated[Optional[Path], typer.Option(help="Validation images, when not beside the annotations.")] = None,
+) -> None:
+    """Train a preset; under torchrun --nproc_per_node N, with DDP."""
+    run_config = None if resume else _train_config(preset, size, train, train_format, train_images, val, val_format,
+                                                    val_images, iterations, seed, lr, batch_size, cluster_aug, config)
+    summary = train_model(run_config, out, resume=resume, console=console)
+    best = summary["best"]
+    console.print(f"trained {summary['iterations']} iterations into {out}"
+                  + (f"; best validation segm AP {100 * best['segm_ap']:.2f} at iteration {best['iteration']}"
+                     if best["iteration"] else ""))
+
+
+def print_results(results: dict, title: str) -> None:
+    table = Table(title=title)
+    for column in ("metric", "cytoplasm", "nucleus", "average"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    gt: Annotated[Path, typer.Option(help="Ground-truth dataset (any supported layout).")],
+    predictions: Annotated[Optional[Path], typer.Argument(help="Predictions: COCO JSON with scores (donet predict).")] = None,
+    model: Annotated[Optional[Path], typer.Option(help="Or a checkpoint to run on the ground-truth images.")] = None,
+    gt_format: FormatOption = None,
+    gt_images: ImagesOption = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
+    save_predictions: Annotated[Optional[Path], typer.Option(help="With --model: keep its predictions (COCO JSON).")] = None,
+    paper_threshold: Annotated[float, typer.Option(help="Score threshold of the paper and ISBI protocols.")] = 0.9,
+    standard_threshold: Annotated[float, typer.Option(help="Score threshold of the standard protocol.")] = 0.5,
+    max_dets: Annotated[int, typer.Option(help="Detections per image for COCO AP.")] = 1000,
+) -> None:
+    """Score predictions (or a checkpoint) against ground truth with every protocol."""
+    if (predictions is None) == (model is None):
+        raise DonetError(None, "give either a predictions file or --model")
+    truth = open_dataset(gt, gt_format, gt_images)
+    if model is not None:
+        network = load_model(model)
+        with progress_bar() as bar:
+            task = bar.add_task("predicting", total=len(truth))
+            found = predict_dataset(network, truth, score_threshold=0.0, progress=lambda: bar.advance(task))
+        if save_predictions is not None:
+            write_predictions(save_predictions, found, {s.name: s.size for s in truth})
+    else:
+        found = read_predictions(predictions)
+    with progress_bar() as bar:
+        bar.add_task("evaluating", total=None)
+        results = evaluate(truth, found, paper_threshold, standard_threshold, max_dets)
+    if out is not None:
+        write_text_atomic(out, json.dumps(json_safe(results), indent=2))
+    print_results(results, f"{gt} ({results['images']} images)")
+    if results["images_without_predictions"]:
+        console.print(f"note: {results['images_without_predictions']} ground-truth image(s) had no predictions "
+                      "and count as predicted empty")
+
+
+@app.command("cv")
+def cv_command(
+    data: Annotated[Path, typer.Argument(help="The annotated dataset to split into folds.")],
+    out: Annotated[Path, typer.Option(help="Folder for the folds' runs and cv.json.")],
+    folds: Annotated[int, typer.Option(help="Number of folds (the paper: 3 on CPS).")] = 3,
+    preset: PresetOption = "donet",
+    size: SizeOption = "light",
+    iterations: Annotated[Optional[int], typer.Option(help="Training iterations per fold.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and of each run.")] = 0,
+    data_format: FormatOption = None,
+    images: ImagesOption = None,
+    resume: Annotated[bool, typer.Option(help="Keep finished folds and continue an interrupted one.")] = False,
+) -> None:
+    """k-fold cross-validation: mean and standard deviation of every metric over folds."""
+    config = _train_config(preset, size, data, data_format, images, None, None, None, iterations, seed, None, None,
+                           0.0, None)
+    try:
+        summary = cross_validate(config, open_dataset(data, data_format, images), folds, out, resume=resume)
+    except ValueError as exc:
+        raise DonetError(data, str(exc)) from None
+    table = Table(title=f"{folds}-fold cross-validation of {preset} ({size}) on {data}")
+    for column in ("metric", "cytoplasm", "nucleus", "average"):
+        table.add_column(column)
+    stats = summary["summary"]
+    for protocol, metric, label, percent in TABLE_ROWS:
+        scale = 100 if percent else 1
+        cells = [f"{scale * stats[c][protocol][metric]['mean']:.2f} ± {scale * stats[c][protocol][metric]['std']:.2f}"
+                 for c in ("cytoplasm", "nucleus", "average")]
+        table.add_row(label, *cells)
     Console().print(table)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 from torchvision.models.detection.roi_heads import paste_masks_in_image
@@ -52,6 +54,18 @@ def predict(model: DoNet, images: list[np.ndarray]) -> list[dict[str, torch.Tens
     model.eval()
     device = next(model.parameters()).device
     return model([image_tensor(image).to(device) for image in images])
+
+
+def predict_dataset(model: DoNet, dataset: Sequence[AnnotatedImage], score_threshold: float = 0.0,
+                    progress: Callable[[], None] | None = None) -> dict[str, list[Instance]]:
+    """Scored instances per image name for every image of `dataset`."""
+    predictions = {}
+    for sample in dataset:
+        detection = predict(model, [sample.image])[0]
+        predictions[sample.name] = to_instances(detection, sample.size, score_threshold)
+        if progress:
+            progress()
+    return predictions
 
 
 def segment(model: DoNet, image: np.ndarray, score_threshold: float = 0.5, name: str = "image") -> AnnotatedImage:

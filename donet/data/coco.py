@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from ..atomic import write_text_atomic
 from ..errors import DonetError
 from .dataset import Dataset
-from .imageio import read_image
+from .imageio import read_image, write_image
 from .instances import AnnotatedImage, CellClass, Instance
 
 # Category names (case-insensitive) understood without a user mapping.
@@ -144,7 +144,7 @@ def to_coco(samples: Iterable[AnnotatedImage], file_names: Iterable[str] | None 
                    "iscrowd": 0}
             if inst.parent is not None:
                 ann["parent_id"] = global_id[inst.parent]
-            if inst.score != 1.0:
+            if inst.score != 1.0:  # ground truth stays plain COCO; predictions carry scores
                 ann["score"] = float(inst.score)
             annotations.append(ann)
     return {"images": images, "annotations": annotations, "categories": categories()}
@@ -155,11 +155,20 @@ def write_coco(path: str | Path, samples: Iterable[AnnotatedImage], file_names: 
     write_text_atomic(path, json.dumps(to_coco(samples, file_names)))
 
 
+def _masks_only(name: str, size: tuple[int, int], instances: list[Instance]) -> AnnotatedImage:
+    """A sample without pixels, for writing annotations whose image is elsewhere."""
+    return AnnotatedImage(name, np.empty((*size, 0), np.uint8), instances)
+
+
+def write_predictions(path: str | Path, predictions: Mapping[str, list[Instance]],
+                      sizes: Mapping[str, tuple[int, int]]) -> None:
+    """Scored instances per image name as a COCO JSON (RLE masks, `score` per annotation)."""
+    write_coco(path, [_masks_only(name, sizes[name], instances) for name, instances in predictions.items()])
+
+
 def write_dataset(folder: Path, samples: Iterable[AnnotatedImage], image_suffix: str = ".png") -> int:
     """Images under `folder/images/` and `folder/annotations.json`; returns the image count.
     Meant for a folder built under a temporary name (see `atomic.atomic_dir`)."""
-    from .imageio import write_image
-
     (folder / "images").mkdir(parents=True, exist_ok=True)
     kept: list[AnnotatedImage] = []
     file_names: list[str] = []
@@ -167,7 +176,7 @@ def write_dataset(folder: Path, samples: Iterable[AnnotatedImage], image_suffix:
         file_name = f"images/{sample.name}{image_suffix}"
         write_image(folder / file_name, np.ascontiguousarray(sample.image))
         # Masks only: pixels are on disk, so the JSON writer need not hold every image.
-        kept.append(AnnotatedImage(sample.name, np.empty((*sample.size, 0), np.uint8), sample.instances))
+        kept.append(_masks_only(sample.name, sample.size, sample.instances))
         file_names.append(file_name)
     write_coco(folder / "annotations.json", kept, file_names)
     return len(kept)

@@ -72,6 +72,17 @@ def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Ins
     }
 
 
+def json_safe(value):
+    """NaN (a metric with nothing to measure) as null, so the output is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _nanmean(values: list[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else float("nan")

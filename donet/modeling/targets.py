@@ -13,7 +13,7 @@ from .roi_heads import COMPLEMENT, INTERSECTION
 def image_tensor(image: np.ndarray) -> torch.Tensor:
     """(3, H, W) float in [0, 1] from gray or colour, 8- or 16-bit pixels (gray replicated)."""
     scale = 65535.0 if image.dtype == np.uint16 else 255.0
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).float() / scale
+    pixels = torch.as_tensor(np.array(image, dtype=np.float32)) / scale
     if pixels.ndim == 2:
         pixels = pixels[None].expand(3, -1, -1)
     else:
