@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -48,12 +49,30 @@ def to_instances(detection: dict[str, torch.Tensor], size: tuple[int, int], scor
                      score=kept_scores[i]) for i in order]
 
 
+@contextmanager
+def input_size(model: DoNet, size: tuple[int, int]):
+    """Resize an image of `size` by the model's training scale (not to a fixed side)."""
+    scale = model.config.min_size / model.config.train_image_size
+    saved = model.transform.min_size, model.transform.max_size
+    model.transform.min_size = (max(1, round(min(size) * scale)),)
+    model.transform.max_size = max(1, round(max(size) * scale))
+    try:
+        yield
+    finally:
+        model.transform.min_size, model.transform.max_size = saved
+
+
 @torch.no_grad()
 def predict(model: DoNet, images: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
-    """Raw detections (see `DoNet`) for numpy images of any size, gray or colour."""
+    """Raw detections (see `DoNet`) for numpy images of any size, gray or colour, each at
+    the scale the model was trained at."""
     model.eval()
     device = next(model.parameters()).device
-    return model([image_tensor(image).to(device) for image in images])
+    detections = []
+    for image in images:
+        with input_size(model, image.shape[:2]):
+            detections += model([image_tensor(image).to(device)])
+    return detections
 
 
 def predict_dataset(model: DoNet, dataset: Sequence[AnnotatedImage], score_threshold: float = 0.0,

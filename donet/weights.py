@@ -66,6 +66,8 @@ def load_weights(model: DoNet, path: str | Path) -> DoNet:
     if missing or unexpected:
         raise DonetError(path, f"checkpoint does not fit the model ({len(missing)} missing, "
                                f"{len(unexpected)} unexpected tensors)")
+    # The scale the weights were trained at travels with them.
+    model.config = model.config.model_copy(update={"train_image_size": config.train_image_size})
     return model
 
 

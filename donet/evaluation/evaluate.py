@@ -106,7 +106,7 @@ def table_rows(results: dict) -> list[list[str]]:
         row = [label]
         for class_name in ("cytoplasm", "nucleus", "average"):
             value = results["classes"][class_name][protocol][metric]
-            row.append("-" if math.isnan(value) else f"{100 * value:.2f}" if percent else f"{value:.4f}")
+            row.append("-" if value is None or math.isnan(value) else f"{100 * value:.2f}" if percent else f"{value:.4f}")
         rows.append(row)
     return rows
 

@@ -40,6 +40,10 @@ class ModelConfig(BaseModel):
 
     min_size: int = Field(800, ge=32)  # shorter image side after resizing (test time; training may vary it)
     max_size: int = Field(1333, ge=32)
+    # Shorter side of the training images. Inference scales every image by
+    # min_size / train_image_size, so cells keep the pixel size they had in training
+    # whatever the image's size (a tile, a whole slide); the trainer records it.
+    train_image_size: int = Field(512, ge=16)
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 

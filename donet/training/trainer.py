@@ -177,13 +177,10 @@ def segm_ap(results: dict) -> float:
     return results["classes"]["average"]["coco"]["ap"]
 
 
-def validate(model: DoNet, dataset: Sequence[AnnotatedImage], test_size: int) -> dict:
-    sizes = model.transform.min_size
-    model.transform.min_size = (test_size,)
+def validate(model: DoNet, dataset: Sequence[AnnotatedImage]) -> dict:
     try:
         predictions = predict_dataset(model, dataset, score_threshold=0.0)
     finally:
-        model.transform.min_size = sizes
         model.train()
     return evaluate(dataset, predictions)
 
@@ -246,13 +243,17 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
 
     torch.manual_seed(config.seed)
     device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
-    model = build_model(config.preset, config.size, **config.model).to(device)
-    test_size = model.config.min_size
+    # Inference rescales images relative to the training images' size (see ModelConfig).
+    model_options = {"train_image_size": min(train_set[0].size), **config.model}
+    model = build_model(config.preset, config.size, **model_options).to(device)
     if config.train_sizes:
         model.transform.min_size = tuple(config.train_sizes)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=config.base_lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(parameters, lr=config.base_lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(parameters, lr=config.base_lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
     scheduler = warmup_multistep(optimizer, config.warmup_iterations, config.warmup_factor, config.lr_steps,
                                  config.lr_gamma)
     start, best = 0, {"segm_ap": -1.0, "iteration": None}
@@ -319,7 +320,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
                     on_step(done, record)
             if val_set is not None and (done % config.eval_period == 0 or done == config.iterations):
                 if ddp.main:
-                    results = validate(model, val_set, test_size)
+                    results = validate(model, val_set)
                     score = segm_ap(results)
                     log.write({"kind": "validation", "iteration": done, "segm_ap": score,
                                "results": results["classes"]})
