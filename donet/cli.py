@@ -16,12 +16,14 @@ from rich.table import Table
 
 from .atomic import atomic_dir, write_text_atomic
 from .cross_validation import cross_validate
+from .demo import run_demo
 from .data import ClusterAugmentor, DataFormat, SynthConfig, dataset_stats, generate, open_dataset, write_dataset
 from .data.coco import write_predictions
 from .errors import DonetError
 from .evaluation import evaluate, json_safe, read_predictions, table_rows
 from .evaluation.evaluate import TABLE_ROWS
 from .inference import predict_dataset
+from .predict import DEFAULT_MODEL, Exports, expand_inputs, predict_files, resolve_device
 from .training import ClusterAugmentation, DataSpec, TrainConfig, cpu_defaults
 from .training import train as train_model
 from .weights import load_model
@@ -260,14 +262,58 @@ def cv_command(
     Console().print(table)
 
 
+@app.command("predict")
+def predict_command(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns (PNG, TIFF, JPEG).")],
+    out: Annotated[Path, typer.Option(help="New folder for the outputs.")],
+    model: Annotated[Optional[Path], typer.Option(help="Checkpoint (.safetensors); default: the bundled model.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "auto",
+    score_threshold: Annotated[float, typer.Option(help="Keep detections scoring at least this.")] = 0.5,
+    tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = 1024,
+    overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = 320,
+    coco: Annotated[bool, typer.Option(help="predictions.json: COCO, RLE masks, scores.")] = True,
+    geojson: Annotated[bool, typer.Option(help="QuPath GeoJSON per image (cells with nucleusGeometry).")] = False,
+    imagej: Annotated[bool, typer.Option(help="ImageJ/Fiji ROI zip per image.")] = False,
+    labels: Annotated[bool, typer.Option(help="Per-class label stacks (one plane per overlap layer), TIFF.")] = False,
+    overlay: Annotated[bool, typer.Option(help="Outline overlay PNG per image.")] = False,
+    heatmaps: Annotated[bool, typer.Option(help="Fig. 6 heatmaps and the Fig. 3 attention map (untiled images).")] = False,
+) -> None:
+    """Segment images; overlapping cells stay separate objects in every export."""
+    if overlap >= tile or tile < 64:
+        raise DonetError(None, "--tile must be at least 64 and larger than --overlap")
+    paths = expand_inputs(inputs)
+    checkpoint = model or DEFAULT_MODEL
+    if model is None and not DEFAULT_MODEL.is_file():
+        raise DonetError(None, "no bundled model in this installation; pass --model CHECKPOINT")
+    network = load_model(checkpoint).to(resolve_device(device))
+    exports = Exports(coco=coco, geojson=geojson, imagej=imagej, labels=labels, overlay=overlay, heatmaps=heatmaps)
+    with atomic_dir(out) as folder, progress_bar() as bar:
+        task = bar.add_task("segmenting", total=len(paths))
+
+        def report(path: Path, problem: str | None) -> None:
+            if problem:
+                console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+            bar.advance(task)
+
+        failures = predict_files(network, paths, folder, exports, score_threshold, tile, overlap, on_image=report)
+    console.print(f"segmented {len(paths) - len(failures)} of {len(paths)} images into {out}")
+    if failures:
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the demo's outputs.")] = Path("donet-demo"),
-    n: Annotated[int, typer.Option("--n", min=1, help="Synthetic images to generate.")] = 20,
+    out: Annotated[Path, typer.Option(help="New folder for the demo's data, run, predictions and report.")] = Path(
+        "donet-demo"),
+    iterations: Annotated[int, typer.Option(help="Training iterations.")] = 400,
+    images: Annotated[int, typer.Option(help="Synthetic training images.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the data and the run.")] = 0,
 ) -> None:
-    """The main job on built-in data: generate the synthetic dataset and describe it."""
-    synth(out, n=n)
-    stats(out)
+    """The main job on built-in data: synthesize, train, predict, evaluate, report (no data or network needed)."""
+    report = run_demo(out, train_images=images, iterations=iterations, seed=seed, console=console)
+    results = json.loads((out / "evaluation.json").read_text())
+    print_results(results, "demo: held-out synthetic images")
+    console.print(f"report: {report}")
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Exports that keep overlapping cells as separate objects."""

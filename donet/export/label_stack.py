@@ -1,0 +1,40 @@
+"""Label images for tools that need them, without losing overlaps: one plane per overlap layer.
+
+Instances are placed in the first plane where they overlap nothing, so a pixel under k cells
+appears in k planes and every instance keeps its whole mask; label values are instance ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from ..atomic import atomic_path
+from ..data.instances import AnnotatedImage, CellClass
+
+
+def label_stack(result: AnnotatedImage, category: CellClass) -> np.ndarray:
+    """(layers, H, W) labels of `category`'s instances (at least one, empty, plane)."""
+    instances = result.of_class(category)
+    dtype = np.uint16 if max((i.id for i in instances), default=0) < 65536 else np.uint32
+    planes = [np.zeros(result.size, dtype=dtype)]
+    for inst in instances:
+        mask = inst.mask
+        for plane in planes:
+            if not plane[mask].any():
+                break
+        else:
+            plane = np.zeros(result.size, dtype=dtype)
+            planes.append(plane)
+        plane[mask] = inst.id
+    return np.stack(planes)
+
+
+def write_label_stack(path: str | Path, result: AnnotatedImage, category: CellClass) -> int:
+    stack = label_stack(result, category)
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, stack, imagej=stack.dtype == np.uint16, metadata={"axes": "ZYX"}
+                         if stack.dtype == np.uint16 else None)
+    return len(stack)

@@ -1,0 +1,151 @@
+"""Segmenting image files: reading, tiling large images, and writing the chosen exports."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from .data.coco import write_predictions
+from .data.imageio import IMAGE_SUFFIXES, read_image
+from .data.instances import AnnotatedImage, CellClass
+from .errors import DonetError
+from .export.figures import attention_picture, heatmap_panel, overlay, probability_maps, save_png
+from .export.imagej import write_roi_zip
+from .export.label_stack import write_label_stack
+from .export.qupath import write_geojson
+from .inference import predict, to_instances
+from .modeling import DoNet
+from .tiling import segment_tiled
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "donet_light_isbi2014.safetensors"
+MAX_PIXELS = 2 ** 31  # beyond this a single plane no longer fits the RLE size fields
+
+
+@dataclass(frozen=True)
+class Exports:
+    coco: bool = True
+    geojson: bool = False
+    imagej: bool = False
+    labels: bool = False
+    overlay: bool = False
+    heatmaps: bool = False  # Fig. 6 heatmaps and, for MRP models, the Fig. 3 attention map
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DonetError(None, "--device cuda: no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DonetError(None, "--device mps: no MPS device is available")
+    return torch.device(name)
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns, in the order given."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if any(ch in item for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            if not matches:
+                raise DonetError(item, "the pattern matches no file")
+            found += [p for p in matches if p.is_file()]
+        elif path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(path)  # a missing file is reported when it is read
+    if not found:
+        raise DonetError(None, "no input images")
+    return found
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    names, seen = [], {}
+    for path in paths:
+        count = seen.get(path.stem, 0)
+        seen[path.stem] = count + 1
+        names.append(path.stem if count == 0 else f"{path.stem}_{count + 1}")
+    return names
+
+
+def open_image(path: Path) -> np.ndarray:
+    """Pixels; a large uncompressed TIFF is memory-mapped so tiles are read as needed."""
+    if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        try:
+            pixels = tifffile.memmap(path, mode="r")
+            if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] in (3, 4)):
+                return pixels
+        except (ValueError, tifffile.TiffFileError, OSError):
+            pass  # compressed or unusual layout: read it whole
+    pixels = read_image(path)
+    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
+        raise DonetError(path, f"image of {pixels.shape[1]}x{pixels.shape[0]} pixels is too large")
+    return pixels
+
+
+def segment_file(model: DoNet, pixels: np.ndarray, name: str, score_threshold: float, tile: int, overlap: int
+                 ) -> tuple[AnnotatedImage, dict | None]:
+    """Instances of one image, tiled when it is larger than `tile`; also the raw detection
+    (for heatmaps) when the image was processed in one pass."""
+    height, width = pixels.shape[:2]
+    if max(height, width) > tile:
+        instances = segment_tiled(lambda crop, y, x: predict(model, [crop])[0], pixels, tile, overlap,
+                                  score_threshold)
+        return AnnotatedImage(name, pixels, instances), None
+    pixels = np.asarray(pixels)
+    detection = predict(model, [pixels])[0]
+    return AnnotatedImage(name, pixels, to_instances(detection, (height, width), score_threshold)), detection
+
+
+def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, exports: Exports,
+                  score_threshold: float) -> None:
+    name = result.name
+    if exports.geojson:
+        write_geojson(folder / f"{name}.geojson", result)
+    if exports.imagej:
+        write_roi_zip(folder / f"{name}_rois.zip", result)
+    if exports.labels:
+        write_label_stack(folder / f"{name}_cytoplasm_layers.tif", result, CellClass.CYTOPLASM)
+        write_label_stack(folder / f"{name}_nucleus_layers.tif", result, CellClass.NUCLEUS)
+    if exports.overlay:
+        save_png(folder / f"{name}_overlay.png", overlay(result))
+    if exports.heatmaps and detection is not None:
+        maps = probability_maps(detection, result.size, score_threshold)
+        if maps:
+            save_png(folder / f"{name}_heatmaps.png", heatmap_panel(maps))
+        if "attention" in detection:
+            save_png(folder / f"{name}_attention.png", attention_picture(detection["attention"]))
+
+
+def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Exports, score_threshold: float = 0.5,
+                  tile: int = 1024, overlap: int = 320,
+                  on_image: Callable[[Path, str | None], None] | None = None) -> list[tuple[Path, str]]:
+    """Segment every image into `folder`; returns (path, problem) for each image that failed
+    (the others are written regardless)."""
+    failures, found, sizes = [], {}, {}
+    for path, name in zip(paths, unique_names(paths)):
+        try:
+            pixels = open_image(path)
+            result, detection = segment_file(model, pixels, name, score_threshold, tile, overlap)
+            write_exports(result, detection, folder, exports, score_threshold)
+            found[name], sizes[name] = result.instances, result.size
+            problem = None
+        except DonetError as exc:
+            problem = str(exc)
+            failures.append((path, problem))
+        if on_image:
+            on_image(path, problem)
+    if exports.coco and found:
+        write_predictions(folder / "predictions.json", found, sizes)
+    return failures
