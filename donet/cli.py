@@ -163,7 +163,7 @@ def train_command(
     size: SizeOption = "light",
     iterations: Annotated[Optional[int], typer.Option(help="Training iterations (light: 2000; paper: 60000).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, data order and augmentation.")] = 0,
-    lr: Annotated[Optional[float], typer.Option(help="Base learning rate (light: 0.02; paper: 0.001).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Base learning rate (light: 0.001 with AdamW; paper: 0.001 with SGD).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step and process.")] = None,
     cluster_aug: Annotated[float, typer.Option(help="Probability of replacing a training image by a synthetic "
                                                     "cluster of its set's cells (0: off).")] = 0.0,

