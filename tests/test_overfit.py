@@ -24,7 +24,7 @@ def test_preset_overfits_two_images(preset):
     config = SynthConfig(size=(160, 160), cells=(3, 4), cell_radius=(0.15, 0.22), mimics=(1, 2))
     samples = [generate(i, config, seed=0) for i in range(2)]
     images, targets = [image_tensor(s.image) for s in samples], [training_target(s) for s in samples]
-    model = build_model(preset, min_size=160, max_size=160).train()
+    model = build_model(preset, min_size=160, max_size=160, train_image_size=160).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     history = []
     for _ in range(120):
