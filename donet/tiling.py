@@ -23,7 +23,7 @@ import torch
 from pycocotools import mask as mask_utils
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from .data.instances import CellClass, Instance
+from .data.instances import CellClass, Instance, encode_at
 from .data.nuclei import assign_parents
 
 
@@ -42,26 +42,6 @@ class Piece:
     @property
     def centre(self) -> tuple[float, float]:
         return self.y + self.mask.shape[0] / 2, self.x + self.mask.shape[1] / 2
-
-
-def encode_at(crop: np.ndarray, y: int, x: int, size: tuple[int, int]) -> dict:
-    """Whole-image RLE of a mask crop placed at (y, x), built from the crop's own runs."""
-    height, width = size
-    h, w = crop.shape
-    strip = np.zeros((height, w), dtype=np.uint8)  # full columns, only as wide as the crop
-    strip[y:y + h] = crop
-    values = strip.T.ravel()  # COCO RLE runs down columns
-    edges = np.flatnonzero(values[1:] != values[:-1]) + 1
-    runs = np.diff(np.concatenate([[0], edges, [len(values)]])).tolist()
-    if values[0]:
-        runs.insert(0, 0)  # RLE starts with a run of zeros
-    runs[0] += height * x
-    trailing = height * (width - x - w)
-    if len(runs) % 2 == 1:  # ends on zeros
-        runs[-1] += trailing
-    elif trailing:
-        runs.append(trailing)
-    return mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .instances import AnnotatedImage, CellClass, Instance
+from .instances import AnnotatedImage, CellClass, Instance, encode_at
 
 
 @dataclass
@@ -123,21 +123,16 @@ def composite(background: np.ndarray, sprites: list[CellSprite],
     """Multiply the background (H, W, C float) by each placed cell's transmittance and build
     exact instances: cells 1..n in placement order, then their nuclei linked to them."""
     image = background.copy()
-    height, width = background.shape[:2]
+    size = background.shape[:2]
     cells, nuclei = [], []
     for number, (sprite, (y, x)) in enumerate(zip(sprites, offsets), start=1):
         h, w = sprite.shape
-        window = np.s_[y:y + h, x:x + w]
-        image[window] *= sprite.transmittance
-        full = np.zeros((height, width), dtype=bool)
-        full[window] = sprite.cell
-        cells.append(Instance.from_mask(number, CellClass.CYTOPLASM, full))
+        image[y:y + h, x:x + w] *= sprite.transmittance
+        cells.append(Instance(number, CellClass.CYTOPLASM, encode_at(sprite.cell, y, x, size)))
         if sprite.nucleus is not None and sprite.nucleus.any():
-            full = np.zeros((height, width), dtype=bool)
-            full[window] = sprite.nucleus
-            nuclei.append((number, full))
-    instances = cells + [Instance.from_mask(len(cells) + k + 1, CellClass.NUCLEUS, mask, parent=parent)
-                         for k, (parent, mask) in enumerate(nuclei)]
+            nuclei.append((number, encode_at(sprite.nucleus, y, x, size)))
+    instances = cells + [Instance(len(cells) + k + 1, CellClass.NUCLEUS, rle, parent=parent)
+                         for k, (parent, rle) in enumerate(nuclei)]
     return image, instances
 
 

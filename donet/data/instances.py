@@ -27,6 +27,27 @@ def encode_mask(mask: np.ndarray) -> dict:
     return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
 
 
+def encode_at(crop: np.ndarray, y: int, x: int, size: tuple[int, int]) -> dict:
+    """Whole-image RLE of a mask crop placed at (y, x), built from the crop's own runs: no
+    image-sized mask is ever made, so large images cost memory per cell, not per pixel."""
+    height, width = size
+    h, w = crop.shape
+    strip = np.zeros((height, w), dtype=np.uint8)  # full columns, only as wide as the crop
+    strip[y:y + h] = crop
+    values = strip.T.ravel()  # COCO RLE runs down columns
+    edges = np.flatnonzero(values[1:] != values[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], edges, [len(values)]])).tolist()
+    if values[0]:
+        runs.insert(0, 0)  # RLE starts with a run of zeros
+    runs[0] += height * x
+    trailing = height * (width - x - w)
+    if len(runs) % 2 == 1:  # ends on zeros
+        runs[-1] += trailing
+    elif trailing:
+        runs.append(trailing)
+    return mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+
+
 def decode_mask(rle: dict) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 

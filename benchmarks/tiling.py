@@ -1,0 +1,111 @@
+"""Whole-image prediction by tiles: time and peak memory against image size, and tiled vs
+one-pass agreement.
+
+    python benchmarks/tiling.py --model RUN/model.safetensors [--sizes 2048 4096 8192] [--compare 4096]
+
+Each size is a synthetic gray image with the demo's cell sizes (radius 32-58 px), written
+as an uncompressed TIFF and predicted in a fresh process (so its peak RSS is its own) with
+tiles of 1024 and overlap 320; the TIFF is memory-mapped, so the image is never loaded
+whole. `--compare N` also predicts the N x N image in one pass and matches its cells with
+the tiled result (one-to-one, IoU > 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+
+def make_image(size: int, path: Path) -> int:
+    from donet.data import SynthConfig, generate
+
+    # Cell count scales with area so that density stays that of a 320x320 demo image with ~4 cells.
+    cells = max(4, int(4 * (size / 320) ** 2 * 0.5))
+    config = SynthConfig(size=(size, size), cells=(cells, cells), clusters=(max(1, cells // 5),) * 2,
+                         cell_radius=(32 / size, 58 / size), mimics=(cells, cells))
+    sample = generate(0, config, seed=0)
+    tifffile.imwrite(path, sample.image)
+    return len(sample.cells)
+
+
+def child(model: str, image: str, tile: int, overlap: int, out: str) -> None:
+    import torch
+
+    from donet.predict import open_image
+    from donet.inference import predict
+    from donet.tiling import segment_tiled
+    from donet.weights import load_model
+
+    torch.set_num_threads(2)
+    network = load_model(model)
+    pixels = open_image(Path(image))
+    start = time.perf_counter()
+    instances = segment_tiled(lambda crop, y, x: predict(network, [crop])[0], pixels, tile, overlap, 0.5)
+    elapsed = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(out).write_text(json.dumps({"seconds": elapsed, "peak_mib": peak, "instances": len(instances),
+                                     "rles": [{"size": i.rle["size"], "counts": i.rle["counts"].decode(),
+                                               "category": int(i.category)} for i in instances]}))
+
+
+def run_child(model, image, tile, overlap) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        subprocess.run([sys.executable, __file__, "--child", model, str(image), str(tile), str(overlap), result.name],
+                       check=True)
+        return json.loads(Path(result.name).read_text())
+
+
+def agreement(a: list[dict], b: list[dict]) -> tuple[int, int, int]:
+    """Cells matched one-to-one at IoU > 0.5, cells only in a, cells only in b."""
+    from pycocotools import mask as mask_utils
+    from scipy.optimize import linear_sum_assignment
+
+    ra = [{"size": r["size"], "counts": r["counts"].encode()} for r in a if r["category"] == 1]
+    rb = [{"size": r["size"], "counts": r["counts"].encode()} for r in b if r["category"] == 1]
+    iou = np.asarray(mask_utils.iou(ra, rb, [0] * len(rb))).reshape(len(ra), len(rb))
+    rows, cols = linear_sum_assignment(iou, maximize=True)
+    matched = int((iou[rows, cols] > 0.5).sum())
+    return matched, len(ra) - matched, len(rb) - matched
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
+    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--overlap", type=int, default=320)
+    parser.add_argument("--compare", type=int, default=None)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            path = Path(tmp) / f"{size}.tif"
+            cells = make_image(size, path)
+            result = run_child(args.model, path, args.tile, args.overlap)
+            rows.append(f"| {size}x{size} | {cells} | {result['instances']} | {result['seconds']:.1f} | "
+                        f"{result['peak_mib']:.0f} |")
+            print(rows[-1], flush=True)
+            if args.compare == size:
+                one_pass = run_child(args.model, path, size, 0)
+                matched, only_tiled, only_one_pass = agreement(result["rles"], one_pass["rles"])
+                print(f"{size}x{size}: tiled vs one pass: {matched} cells matched (IoU > 0.5), {only_tiled} only "
+                      f"tiled, {only_one_pass} only in one pass; one pass {one_pass['seconds']:.1f} s, "
+                      f"peak {one_pass['peak_mib']:.0f} MiB", flush=True)
+    print("\n| image | cells drawn | instances found | seconds | peak RSS (MiB) |\n|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
