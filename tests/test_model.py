@@ -179,3 +179,17 @@ def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="unknown preset"):
         build_model("unet")
     np.testing.assert_equal(image_tensor(np.zeros((5, 6), np.uint16)).shape, (3, 5, 6))
+
+
+def test_backbone_weights_load_from_a_local_file(tmp_path):
+    from safetensors.torch import save_file
+    from torchvision.models import resnet18
+
+    torch.manual_seed(1)
+    reference = resnet18(weights=None)
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(tmp_path / "r18.safetensors"))
+    model = build_model("maskrcnn", backbone_weights=str(tmp_path / "r18.safetensors"), **SMALL)
+    assert torch.equal(model.backbone.body.conv1.weight, reference.conv1.weight)
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(DonetError, match="do not fit"):
+        build_model("maskrcnn", backbone_weights=str(tmp_path / "wrong.pth"), **SMALL)

@@ -31,7 +31,8 @@ class ModelConfig(BaseModel):
     mrp: bool = True
 
     backbone: Backbone = Backbone.RESNET50
-    # Backbone weights from a local file (a torchvision ResNet state dict); none downloads.
+    # Backbone weights: a local file (a torchvision ResNet state dict, .pth or .safetensors),
+    # or "DEFAULT" for torchvision's ImageNet weights where a network exists.
     backbone_weights: str | None = None
     fpn_channels: int = Field(256, ge=8)
     mask_head_channels: int = Field(256, ge=8)  # width of H_i, H_o, H_m
