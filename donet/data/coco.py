@@ -41,7 +41,7 @@ def _load_json(path: Path) -> dict:
     return data
 
 
-def _segmentation_rle(segmentation, height: int, width: int) -> dict:
+def segmentation_rle(segmentation, height: int, width: int) -> dict:
     if isinstance(segmentation, list):  # polygons: one object may have several parts
         polygons = [p for p in segmentation if len(p) >= 6]
         if not polygons:
@@ -103,7 +103,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None,
         instances = []
         for ann in anns:
             try:
-                rle = _segmentation_rle(ann["segmentation"], height, width)
+                rle = segmentation_rle(ann["segmentation"], height, width)
             except (ValueError, KeyError, TypeError) as exc:
                 raise DonetError(json_path, f"annotation {ann.get('id')}: bad segmentation ({exc})") from None
             if mask_utils.area(rle) == 0:

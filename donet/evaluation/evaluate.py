@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.coco import _segmentation_rle
+from ..data.coco import segmentation_rle
 from ..data.instances import AnnotatedImage, CellClass, Instance
 from ..errors import DonetError
 from .coco_map import segm_ap
@@ -140,7 +140,7 @@ def read_predictions(path: str | Path) -> dict[str, list[Instance]]:
             raise DonetError(path, f"prediction {ann.get('id')} has unknown category id {ann.get('category_id')} "
                                    "(expected 1 cytoplasm or 2 nucleus)")
         try:
-            rle = _segmentation_rle(ann["segmentation"], image["height"], image["width"])
+            rle = segmentation_rle(ann["segmentation"], image["height"], image["width"])
         except (ValueError, KeyError, TypeError) as exc:
             raise DonetError(path, f"prediction {ann.get('id')}: bad segmentation ({exc})") from None
         instances = predictions[Path(image["file_name"]).stem]

@@ -106,5 +106,6 @@ def cpu_defaults(iterations: int = 2000) -> dict:
         "size": "light", "iterations": iterations, "optimizer": "adamw", "base_lr": 0.001,
         "warmup_iterations": min(200, iterations // 10),
         "lr_steps": (int(iterations * 0.75), int(iterations * 0.9)), "train_sizes": (448, 480, 544, 576, 512),
-        "clip_grad_norm": 10.0, "checkpoint_period": 100, "eval_period": max(iterations // 4, 1), "log_period": 10,
+        "clip_grad_norm": 10.0, "checkpoint_period": min(100, max(10, iterations // 20)),
+        "eval_period": max(iterations // 4, 1), "log_period": 10,
     }
