@@ -183,6 +183,11 @@ def train_command(
                                                     val_images, iterations, seed, lr, batch_size, cluster_aug, config,
                                                     eval_period, checkpoint_period)
     summary = train_model(run_config, out, resume=resume, console=console)
+    validations = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+                   if r["kind"] == "validation"]
+    if validations:
+        last = validations[-1]
+        print_results({"classes": last["results"]}, f"validation at iteration {last['iteration']}")
     best = summary["best"]
     console.print(f"trained {summary['iterations']} iterations into {out}"
                   + (f"; best validation segm AP {100 * best['segm_ap']:.2f} at iteration {best['iteration']}"

@@ -324,6 +324,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
                     score = segm_ap(results)
                     log.write({"kind": "validation", "iteration": done, "segm_ap": score,
                                "results": results["classes"]})
+                    console.print(f"validation at iteration {done}: segm AP {100 * score:.2f} (cytoplasm "
+                                  f"{100 * results['classes']['cytoplasm']['coco']['ap']:.2f}, nucleus "
+                                  f"{100 * results['classes']['nucleus']['coco']['ap']:.2f})")
                     if score > best["segm_ap"]:
                         best = {"segm_ap": score, "iteration": done}
                         save_weights(model, paths.best)
