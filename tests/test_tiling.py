@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 import torch
 from pycocotools import mask as mask_utils
 from torchvision.ops import roi_align
