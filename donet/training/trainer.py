@@ -209,13 +209,13 @@ class MetricsLog:
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False,
           train_data: Sequence[AnnotatedImage] | None = None, val_data: Sequence[AnnotatedImage] | None = None,
-          console: Console | None = None, stop_after: int | None = None,
+          console: Console | None = None,
           on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train as `config` says into the run folder `out` and return a summary.
 
     `resume` continues the run in `out` from its last checkpoint (the saved config wins).
     `train_data` / `val_data` replace the config's datasets (cross-validation folds).
-    `stop_after` ends the process after that many iterations of this call, as a kill would.
+    `on_step` is called with each logged record.
     """
     console = console or Console(stderr=True)
     paths = RunPaths(Path(out))
@@ -269,7 +269,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     log = MetricsLog(paths.metrics, ddp.main)
     model.train()
 
-    end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
+    end = config.iterations
     progress = Progress(TextColumn("[bold]train[/bold] {task.completed}/{task.total}"), BarColumn(),
                         TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not ddp.main)
