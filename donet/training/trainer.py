@@ -269,7 +269,6 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     log = MetricsLog(paths.metrics, ddp.main)
     model.train()
 
-    end = config.iterations
     progress = Progress(TextColumn("[bold]train[/bold] {task.completed}/{task.total}"), BarColumn(),
                         TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not ddp.main)
@@ -278,7 +277,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
         task = progress.add_task("train", total=config.iterations, completed=start, loss=float("nan"),
                                  lr=optimizer.param_groups[0]["lr"])
         started = time.perf_counter()
-        for iteration in range(start, end):
+        for iteration in range(start, config.iterations):
             indices = sample_indices(config.seed, iteration, config.batch_size, ddp.rank, ddp.world, len(train_set))
             images, targets = [], []
             for slot, index in enumerate(indices):
@@ -308,7 +307,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
             done = iteration + 1
             lr = optimizer.param_groups[0]["lr"]
             progress.update(task, completed=done, loss=reduced.item(), lr=lr)
-            if done % config.log_period == 0 or done == end:
+            if done % config.log_period == 0 or done == config.iterations:
                 record = {"kind": "train", "iteration": done, "lr": lr, "loss": reduced.item(),
                           **{k: ddp.mean(v.detach()).item() for k, v in losses.items()},
                           "seconds": round(time.perf_counter() - started, 2)}
@@ -330,15 +329,16 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
                         best = {"segm_ap": score, "iteration": done}
                         save_weights(model, paths.best)
                 ddp.barrier()
-            if done % config.checkpoint_period == 0 or done == end:
+            if done % config.checkpoint_period == 0 or done == config.iterations:
                 if ddp.main:
                     save_checkpoint(paths, model, optimizer, scheduler, done, best, config.keep_checkpoints)
                 last_good = done
                 ddp.barrier()
-    if end == config.iterations and ddp.main:
+    if ddp.main:
         save_weights(model, paths.final)
         if val_set is None:
             # Without validation the final weights are the best we know of.
             with atomic_path(paths.best) as tmp:
                 shutil.copyfile(paths.final, tmp)
-    return {"iterations": end, "completed": end == config.iterations, "best": best, "run": str(paths.root)}
+    # Returning means the run reached its last iteration (a crash or kill raises or never returns).
+    return {"iterations": config.iterations, "completed": True, "best": best, "run": str(paths.root)}
