@@ -64,9 +64,13 @@ def cell(values: list[float | None]) -> str:
 
 
 def table(results: dict[str, list[dict]], seeds: list[int], iterations: int, cluster_aug: float) -> str:
-    lines = [f"Light preset, {iterations} iterations, batch 2, train45 -> test90, seeds {seeds}"
-             + (f", cluster augmentor p={cluster_aug}" if cluster_aug else "")
-             + " (mean ± std over seeds where several).", ""]
+    schedule = TrainConfig(train=DataSpec(path="-"), **cpu_defaults(iterations))
+    augmentation = (f"horizontal flips, shorter side drawn from {list(schedule.train_sizes)}, brightness "
+                    f"±{schedule.brightness}, contrast ±{schedule.contrast:.0%}"
+                    + (f", cluster augmentor p={cluster_aug}" if cluster_aug else ""))
+    lines = [f"Light preset, {iterations} iterations, batch {schedule.batch_size}, {schedule.optimizer} "
+             f"lr {schedule.base_lr}, train45 -> test90, seeds {seeds}; augmentation: {augmentation} "
+             "(mean ± std over seeds where several).", ""]
     header = "| preset | " + " | ".join(f"{label} cyto | {label} nuc | {label} avg" for _, _, label in COLUMNS) + " |"
     lines += [header, "|---|" + "---|" * (3 * len(COLUMNS))]
     for preset, runs in results.items():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,16 @@ def make_image(size: int, path: Path) -> int:
     return len(sample.cells)
 
 
+def peak_rss_mib() -> float:
+    """This process's own peak resident memory. Not getrusage's ru_maxrss: on Linux a child
+    inherits the parent's resident size at fork as its starting maximum, so it would report
+    the memory the parent used to draw the image."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def child(model: str, image: str, tile: int, overlap: int, out: str) -> None:
     import torch
 
@@ -51,7 +60,7 @@ def child(model: str, image: str, tile: int, overlap: int, out: str) -> None:
     start = time.perf_counter()
     instances = segment_tiled(lambda crop, y, x: predict(network, [crop])[0], pixels, tile, overlap, 0.5)
     elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mib()
     Path(out).write_text(json.dumps({"seconds": elapsed, "peak_mib": peak, "instances": len(instances),
                                      "rles": [{"size": i.rle["size"], "counts": i.rle["counts"].decode(),
                                                "category": int(i.category)} for i in instances]}))

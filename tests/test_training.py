@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from donet.data import SynthConfig, generate, write_dataset
 from donet.errors import DonetError
 from donet.training import DataSpec, RunPaths, TrainConfig, TrainingDiverged, train
 from donet.training import trainer as trainer_module
+from donet.training.augment import photometric_jitter
 from donet.training.schedule import warmup_multistep
 from donet.weights import read_checkpoint
 
@@ -33,6 +35,20 @@ def config_for(data: Path, **changes) -> TrainConfig:
                     iterations=12, base_lr=0.01, warmup_iterations=4, lr_steps=(8, 10), train_sizes=(112, 128),
                     checkpoint_period=4, log_period=2, eval_period=100, clip_grad_norm=10.0)
     return TrainConfig(**{**settings, **changes})
+
+
+def test_photometric_jitter_stays_in_range_and_within_its_bounds():
+    image = torch.rand(3, 64, 64) * 0.5 + 0.25
+    means, spreads = [], []
+    for seed in range(200):
+        jittered = photometric_jitter(image, np.random.default_rng(seed), brightness=0.1, contrast=0.2)
+        assert 0 <= jittered.min() and jittered.max() <= 1
+        means.append(float(jittered.mean() - image.mean()))
+        spreads.append(float(jittered.std() / image.std()))
+    assert max(map(abs, means)) <= 0.1 + 1e-6 and max(means) > 0.05 and min(means) < -0.05
+    assert 0.8 - 1e-6 <= min(spreads) < 0.9 and 1.1 < max(spreads) <= 1.2 + 1e-6
+    unchanged = photometric_jitter(image, np.random.default_rng(0), brightness=0.0, contrast=0.0)
+    assert torch.allclose(unchanged, image)
 
 
 def test_warmup_then_steps():

@@ -22,3 +22,13 @@ def random_flips(image, target, rng: np.random.Generator, horizontal: bool, vert
     if vertical and rng.random() < 0.5:
         image, target = flip(image, target, horizontal=False)
     return image, target
+
+
+def photometric_jitter(image: torch.Tensor, rng: np.random.Generator, brightness: float,
+                       contrast: float) -> torch.Tensor:
+    """Scale an image's contrast about its mean by a factor in [1 - contrast, 1 + contrast],
+    then shift its brightness by up to `brightness`; values stay in [0, 1]."""
+    factor = 1 + rng.uniform(-contrast, contrast)
+    shift = rng.uniform(-brightness, brightness)
+    mean = image.mean()
+    return ((image - mean) * factor + mean + shift).clamp(0, 1)

@@ -32,7 +32,7 @@ from ..evaluation import evaluate, json_safe
 from ..inference import predict_dataset
 from ..modeling import DoNet, build_model, image_tensor, training_target
 from ..weights import load_weights, save_weights
-from .augment import random_flips
+from .augment import photometric_jitter, random_flips
 from .config import DataSpec, TrainConfig
 from .schedule import warmup_multistep
 
@@ -287,6 +287,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
                     sample = augmentor.maybe_replace(sample, rng, config.cluster_augmentation.probability)
                 image, target = random_flips(image_tensor(sample.image), training_target(sample), rng,
                                              config.horizontal_flip, config.vertical_flip)
+                if config.brightness or config.contrast:
+                    image = photometric_jitter(image, rng, config.brightness, config.contrast)
                 images.append(image.to(device))
                 targets.append({k: v.to(device) for k, v in target.items()})
             with torch.autocast(device.type, enabled=use_amp):
