@@ -6,8 +6,9 @@ one-pass agreement.
 Each size is a synthetic gray image with the demo's cell sizes (radius 32-58 px), written
 as an uncompressed TIFF and predicted in a fresh process (so its peak RSS is its own) with
 tiles of 1024 and overlap 320; the TIFF is memory-mapped, so the image is never loaded
-whole. `--compare N` also predicts the N x N image in one pass and matches its cells with
-the tiled result (one-to-one, IoU > 0.5).
+whole. `--compare N` also predicts the N x N image in one pass, with the proposal and detection
+caps scaled by its area in tiles, and matches its cells with the tiled result (one-to-one,
+IoU > 0.5).
 """
 
 from __future__ import annotations
@@ -46,16 +47,20 @@ def peak_rss_mib() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
-def child(model: str, image: str, tile: int, overlap: int, out: str) -> None:
+def child(model: str, image: str, tile: int, overlap: int, out: str, scale_caps: float) -> None:
     import torch
 
     from donet.predict import open_image
     from donet.inference import predict
     from donet.tiling import segment_tiled
-    from donet.weights import load_model
+    from donet.weights import load_model, read_checkpoint
 
     torch.set_num_threads(2)
-    network = load_model(model)
+    # One pass over a whole large image: proposal and detection caps grow with its area, so
+    # that it is compared with what the tiles find, not with a cap.
+    config = read_checkpoint(model)[1]
+    network = load_model(model, **{name: int(getattr(config, name) * scale_caps) for name in (
+        "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "detections_per_img")})
     pixels = open_image(Path(image))
     start = time.perf_counter()
     instances = segment_tiled(lambda crop, y, x: predict(network, [crop])[0], pixels, tile, overlap, 0.5)
@@ -66,10 +71,10 @@ def child(model: str, image: str, tile: int, overlap: int, out: str) -> None:
                                                "category": int(i.category)} for i in instances]}))
 
 
-def run_child(model, image, tile, overlap) -> dict:
+def run_child(model, image, tile, overlap, scale_caps=1.0) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        subprocess.run([sys.executable, __file__, "--child", model, str(image), str(tile), str(overlap), result.name],
-                       check=True)
+        subprocess.run([sys.executable, __file__, "--child", model, str(image), str(tile), str(overlap), result.name,
+                        str(scale_caps)], check=True)
         return json.loads(Path(result.name).read_text())
 
 
@@ -88,7 +93,7 @@ def agreement(a: list[dict], b: list[dict]) -> tuple[int, int, int]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(*sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+        child(*sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], float(sys.argv[7]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
@@ -107,7 +112,7 @@ def main() -> None:
                         f"{result['peak_mib']:.0f} |")
             print(rows[-1], flush=True)
             if args.compare == size:
-                one_pass = run_child(args.model, path, size, 0)
+                one_pass = run_child(args.model, path, size, 0, scale_caps=(size / args.tile) ** 2)
                 matched, only_tiled, only_one_pass = agreement(result["rles"], one_pass["rles"])
                 print(f"{size}x{size}: tiled vs one pass: {matched} cells matched (IoU > 0.5), {only_tiled} only "
                       f"tiled, {only_one_pass} only in one pass; one pass {one_pass['seconds']:.1f} s, "

@@ -23,7 +23,7 @@ from .errors import DonetError
 from .evaluation import evaluate, json_safe, read_predictions, table_rows
 from .evaluation.evaluate import TABLE_ROWS
 from .inference import predict_dataset
-from .predict import DEFAULT_MODEL, Exports, expand_inputs, predict_files, resolve_device
+from .predict import Exports, expand_inputs, predict_files, resolve_device
 from .training import ClusterAugmentation, DataSpec, TrainConfig, cpu_defaults
 from .training import train as train_model
 from .weights import load_model
@@ -276,7 +276,8 @@ def cv_command(
 def predict_command(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns (PNG, TIFF, JPEG).")],
     out: Annotated[Path, typer.Option(help="New folder for the outputs.")],
-    model: Annotated[Optional[Path], typer.Option(help="Checkpoint (.safetensors); default: the bundled model.")] = None,
+    model: Annotated[Path, typer.Option(
+        help="Checkpoint (.safetensors) from `donet train` or `donet demo` (RUN/model.safetensors).")],
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "auto",
     score_threshold: Annotated[float, typer.Option(help="Keep detections scoring at least this.")] = 0.5,
     tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = 1024,
@@ -292,10 +293,7 @@ def predict_command(
     if overlap >= tile or tile < 64:
         raise DonetError(None, "--tile must be at least 64 and larger than --overlap")
     paths = expand_inputs(inputs)
-    checkpoint = model or DEFAULT_MODEL
-    if model is None and not DEFAULT_MODEL.is_file():
-        raise DonetError(None, "no bundled model in this installation; pass --model CHECKPOINT")
-    network = load_model(checkpoint).to(resolve_device(device))
+    network = load_model(model).to(resolve_device(device))
     exports = Exports(coco=coco, geojson=geojson, imagej=imagej, labels=labels, overlay=overlay, heatmaps=heatmaps)
     with atomic_dir(out) as folder, progress_bar() as bar:
         task = bar.add_task("segmenting", total=len(paths))

@@ -23,7 +23,6 @@ from .inference import predict, to_instances
 from .modeling import DoNet
 from .tiling import segment_tiled
 
-DEFAULT_MODEL = Path(__file__).parent / "models" / "donet_light_isbi2014.safetensors"
 MAX_PIXELS = 2 ** 31  # beyond this a single plane no longer fits the RLE size fields
 
 
