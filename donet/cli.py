@@ -132,14 +132,15 @@ def stats(
 
 def _train_config(preset: str, size: str, train_path: Path | None, train_format, train_images, val_path, val_format,
                   val_images, iterations, seed, lr, batch_size, cluster_aug, config_file, eval_period=None,
-                  checkpoint_period=None) -> TrainConfig:
+                  checkpoint_period=None, brightness=None, contrast=None) -> TrainConfig:
     if config_file is not None:
         return TrainConfig.load(config_file)
     if train_path is None:
         raise DonetError(None, "give --train DATASET (or --config FILE)")
     schedule = cpu_defaults(iterations or 2000) if size == "light" else ({"iterations": iterations} if iterations else {})
     overrides = {k: v for k, v in {"base_lr": lr, "batch_size": batch_size, "eval_period": eval_period,
-                                   "checkpoint_period": checkpoint_period}.items() if v is not None}
+                                   "checkpoint_period": checkpoint_period, "brightness": brightness,
+                                   "contrast": contrast}.items() if v is not None}
     try:
         return TrainConfig(
             preset=preset, seed=seed, **{**schedule, "size": size, **overrides},
@@ -169,6 +170,10 @@ def train_command(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step and process.")] = None,
     cluster_aug: Annotated[float, typer.Option(help="Probability of replacing a training image by a synthetic "
                                                     "cluster of its set's cells (0: off).")] = 0.0,
+    brightness: Annotated[Optional[float], typer.Option(
+        help="Brightness jitter: shift of up to this (images in [0, 1]; default 0.1, 0: the paper's).")] = None,
+    contrast: Annotated[Optional[float], typer.Option(
+        help="Contrast jitter: factor within 1 ± this (default 0.2, 0: the paper's).")] = None,
     eval_period: Annotated[Optional[int], typer.Option(help="Validate every N iterations (light: a quarter of the run).")] = None,
     checkpoint_period: Annotated[Optional[int], typer.Option(help="Checkpoint every N iterations.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="A config.json instead of the options above.")] = None,
@@ -181,7 +186,7 @@ def train_command(
     """Train a preset; under torchrun --nproc_per_node N, with DDP."""
     run_config = None if resume else _train_config(preset, size, train, train_format, train_images, val, val_format,
                                                     val_images, iterations, seed, lr, batch_size, cluster_aug, config,
-                                                    eval_period, checkpoint_period)
+                                                    eval_period, checkpoint_period, brightness, contrast)
     summary = train_model(run_config, out, resume=resume, console=console)
     validations = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                    if r["kind"] == "validation"]

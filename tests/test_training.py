@@ -147,3 +147,17 @@ def test_two_process_gloo_run_writes_one_checkpoint(synthetic, tmp_path):
     assert [p.name for p in paths.checkpoints.glob("iter_*")] == ["iter_0000003"]
     assert paths.final.is_file()
     shutil.rmtree(tmp_path / "run")
+
+
+def test_jitter_options_reach_the_config_and_bad_values_are_refused(synthetic):
+    from donet.cli import _train_config
+
+    def options(**jitter):
+        return _train_config("donet", "light", synthetic, None, None, None, None, None, 10, 0, None, None, 0.0,
+                             None, **jitter)
+
+    default = options()
+    assert (default.brightness, default.contrast) == (0.1, 0.2)
+    assert (options(brightness=0.0, contrast=0.3).brightness, options(contrast=0.3).contrast) == (0.0, 0.3)
+    with pytest.raises(DonetError, match="bad training option"):
+        options(contrast=1.5)
