@@ -1,0 +1,21 @@
+"""`donet demo` end to end at a toy budget: every stage runs and the report's pictures exist."""
+
+import re
+import subprocess
+import sys
+
+
+def test_demo_writes_a_report_whose_pictures_exist(tmp_path):
+    out = tmp_path / "demo"
+    run = subprocess.run([sys.executable, "-m", "donet", "demo", "--out", str(out), "--iterations", "10",
+                          "--images", "2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "5/5" in run.stderr and "AJI" in run.stdout
+    report = (out / "report.html").read_text()
+    pictures = re.findall(r'src="([^"]+)"', report)
+    assert len(pictures) >= 4 and all((out / p).is_file() for p in pictures if not p.startswith("data:"))
+    assert "<svg" in report and (out / "evaluation.json").is_file() and (out / "run" / "model.safetensors").is_file()
+
+    again = subprocess.run([sys.executable, "-m", "donet", "demo", "--out", str(out), "--iterations", "3"],
+                           capture_output=True, text=True)
+    assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
