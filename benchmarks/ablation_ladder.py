@@ -36,6 +36,11 @@ DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "is
 COLUMNS = [("coco", "ap", "mAP"), ("paper", "dice", "Dice"), ("paper", "f1", "F1"), ("paper", "aji", "AJI")]
 
 
+def run_folder(out: Path, preset: str, seed: int) -> Path:
+    """Where the ladder under `out` keeps one rung's run (read by ladder_losses / ladder_overlays)."""
+    return out / f"{preset}_seed{seed}"
+
+
 def run_one(out: Path, preset: str, seed: int, iterations: int, cluster_aug: float) -> dict:
     result_path = out / "evaluation.json"
     if result_path.is_file():
@@ -95,7 +100,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for seed in args.seeds:
         for preset in args.presets:
-            run = args.out / f"{preset}_seed{seed}"
+            run = run_folder(args.out, preset, seed)
             results.setdefault(preset, []).append(run_one(run, preset, seed, args.iterations, args.cluster_aug))
             write_text_atomic(args.out / "ladder.md", table(results, args.seeds, args.iterations, args.cluster_aug))
             write_text_atomic(args.out / "ladder.json", json.dumps(json_safe(results), indent=2))

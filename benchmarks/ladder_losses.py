@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ablation_ladder import run_folder  # sibling script: its run layout
+
 
 def windowed(metrics: Path, windows: list[tuple[int, int]]) -> dict[str, list[float]]:
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -39,7 +41,7 @@ def main() -> None:
     print("| run | term | " + " | ".join(f"iterations {a + 1}-{b}" for a, b in windows) + " |")
     print("|---|---|" + "---|" * len(windows))
     for preset in args.presets:
-        metrics = args.runs / f"{preset}_seed{args.seed}" / "metrics.jsonl"
+        metrics = run_folder(args.runs, preset, args.seed) / "metrics.jsonl"
         if not metrics.is_file():
             continue
         for term, values in windowed(metrics, windows).items():

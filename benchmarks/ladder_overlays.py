@@ -10,7 +10,6 @@ nuclei in white.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,7 @@ from donet.export.figures import overlay
 from donet.inference import segment
 from donet.weights import load_model
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "isbi2014"
+from ablation_ladder import DATA, run_folder  # sibling script: same data and run layout
 
 
 def labelled(picture: np.ndarray, text: str) -> np.ndarray:
@@ -47,7 +45,7 @@ def main() -> None:
     test90 = open_dataset(DATA / "isbi2014_test")
     cells = [sum(i.category is CellClass.CYTOPLASM for i in sample.instances) for sample in test90]
     chosen = sorted(np.argsort(cells, kind="stable")[::-1][:args.images])
-    models = {preset: load_model(args.runs / f"{preset}_seed{args.seed}" / "model.safetensors")
+    models = {preset: load_model(run_folder(args.runs, preset, args.seed) / "model.safetensors")
               for preset in args.presets}
     rows = []
     for index in chosen:
