@@ -137,7 +137,7 @@ def _claimed(detection, size, y0, x0, index, cell, row_seams, col_seams, score_t
 
 
 def paste_local(prob: torch.Tensor, box: torch.Tensor, threshold: float) -> tuple[int, int, np.ndarray]:
-    """Paste a 28x28 RoI mask into a small canvas around its box; returns the canvas' corner
+    """Paste an RoI mask (M x M probabilities) into a small canvas around its box; returns the canvas' corner
     and the thresholded mask. Pasting at small coordinates makes the result the same
     wherever the box lies (a tile or the whole image): float32 box arithmetic at large
     coordinates would round differently."""

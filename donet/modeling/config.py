@@ -72,6 +72,17 @@ class ModelConfig(BaseModel):
     consistency_mode: ConsistencyMode = ConsistencyMode.SOFT
     detach_merge: bool = False  # stop L_cons' gradient into H_o and H_m
 
+    # MRP. `mrp_attention` off keeps both stacks but feeds the nucleus stack unweighted
+    # features (M = 1): the control that separates the attention from the second stack.
+    mrp_attention: bool = True
+    # In training, paste each ground-truth cell once, at its box (test time pastes each
+    # detection once): the sampled positive proposals (at most 25% of 64 RoIs) miss cells and
+    # paste others several times. False pastes the positives as the official code does.
+    attention_from_ground_truth: bool = True
+    # RoIAlign output of the nucleus stack's mask branch (masks are twice this): nuclei are
+    # small and found almost always, so their AP is lost to mask precision at high IoU.
+    nucleus_mask_roi_size: int = Field(14, ge=7)
+
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.crm and not self.drm:

@@ -39,9 +39,10 @@ def region_proposal_network(config: ModelConfig) -> RegionProposalNetwork:
     )
 
 
-def roi_heads(config: ModelConfig, num_classes: int, deoverlap: bool) -> DeoverlapRoIHeads:
+def roi_heads(config: ModelConfig, num_classes: int, deoverlap: bool, mask_roi_size: int = 14) -> DeoverlapRoIHeads:
     """Box head and mask branch for `num_classes` (background included); DRM and CRM as the
-    config says when `deoverlap`, else the plain Mask R-CNN mask head."""
+    config says when `deoverlap`, else the plain Mask R-CNN mask head. Masks are
+    2 * `mask_roi_size` pixels a side."""
     channels, width = config.fpn_channels, config.mask_head_channels
     levels = ["0", "1", "2", "3"]
     return DeoverlapRoIHeads(
@@ -49,7 +50,7 @@ def roi_heads(config: ModelConfig, num_classes: int, deoverlap: bool) -> Deoverl
         box_head=TwoMLPHead(channels * 7 * 7, config.box_head_dim),
         box_predictor=FastRCNNPredictor(config.box_head_dim, num_classes),
         # One 14x14 RoI feature f_roi feeds every mask head.
-        mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
+        mask_roi_pool=MultiScaleRoIAlign(levels, mask_roi_size, 2),
         mask_head=MaskHead(channels, width, num_classes),
         config=config,
         drm=DualPathRegionModule(channels, width, num_classes, config.concat_unit_depth)
@@ -76,7 +77,8 @@ class DoNet(GeneralizedRCNN):
         self.nucleus_rpn = region_proposal_network(config) if config.mrp else None
         # Nuclei are opaque and do not overlap: their intersection is empty by definition, so
         # their stack keeps the plain mask head.
-        self.nucleus_roi_heads = roi_heads(config, 2, deoverlap=False) if config.mrp else None
+        self.nucleus_roi_heads = (roi_heads(config, 2, deoverlap=False, mask_roi_size=config.nucleus_mask_roi_size)
+                                  if config.mrp else None)
 
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None):
         if self.training and targets is None:
@@ -99,6 +101,8 @@ class DoNet(GeneralizedRCNN):
         losses.update(roi_losses)
         p2 = features["0"]
         attention = attention_map(mask_rois, tuple(p2.shape[-2:]), P2_STRIDE)
+        if not self.config.mrp_attention:
+            attention = torch.ones_like(attention)
         nucleus_features = reweight(features, attention)
         proposals, nucleus_rpn_losses = self.nucleus_rpn(images, nucleus_features, nucleus_targets)
         nuclei, nucleus_losses, _ = self.nucleus_roi_heads(nucleus_features, proposals, images.image_sizes,
@@ -130,16 +134,24 @@ def _of_class(targets, label: int):
 
 def _merge(cells: dict[str, torch.Tensor], nuclei: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One detection list: cells labelled cytoplasm, nuclei labelled nucleus. Nuclei have no
-    intersection and are their own complement (SPEC §2)."""
+    intersection and are their own complement (SPEC §2). Where the nucleus stack's masks are
+    finer, the cells' are resampled to their size (pasting resamples them again anyway)."""
     nucleus_probs = nuclei["mask_probs"]
+    size = nucleus_probs.shape[-1]
+
+    def resized(probs: torch.Tensor) -> torch.Tensor:
+        if probs.shape[-1] == size:
+            return probs
+        return F.interpolate(probs[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
     merged = {
         "boxes": torch.cat([cells["boxes"], nuclei["boxes"]]),
         "labels": torch.cat([torch.full_like(cells["labels"], CYTOPLASM_LABEL),
                              torch.full_like(nuclei["labels"], NUCLEUS_LABEL)]),
         "scores": torch.cat([cells["scores"], nuclei["scores"]]),
-        "mask_probs": torch.cat([cells["mask_probs"], nucleus_probs]),
+        "mask_probs": torch.cat([resized(cells["mask_probs"]), nucleus_probs]),
     }
     if "intersection_probs" in cells:
-        merged["intersection_probs"] = torch.cat([cells["intersection_probs"], torch.zeros_like(nucleus_probs)])
-        merged["complement_probs"] = torch.cat([cells["complement_probs"], nucleus_probs])
+        merged["intersection_probs"] = torch.cat([resized(cells["intersection_probs"]), torch.zeros_like(nucleus_probs)])
+        merged["complement_probs"] = torch.cat([resized(cells["complement_probs"]), nucleus_probs])
     return merged

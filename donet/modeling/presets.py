@@ -20,6 +20,8 @@ LADDER = {
     "drm": {"drm": True, "crm": False, "mrp": False},
     "drm_crm": {"drm": True, "crm": True, "mrp": False},
     "donet": {"drm": True, "crm": True, "mrp": True},
+    # Control rung, not in the paper: both stacks, attention map off (M = 1).
+    "donet_no_attention": {"drm": True, "crm": True, "mrp": True, "mrp_attention": False},
 }
 
 SIZES = {
