@@ -29,7 +29,7 @@ from donet.data import open_dataset
 from donet.evaluation import evaluate, json_safe
 from donet.inference import predict_dataset
 from donet.training import DataSpec, TrainConfig, train
-from donet.weights import load_model
+from donet.weights import DEFAULT_MODEL, load_model, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "isbi2014"
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--holdout", action="store_true", help="train on 36 images of train45, evaluate on 9")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="model field overrides")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ship", action="store_true", help="write the final model into donet/models/")
+    parser.add_argument("--ship", action="store_true", help="write the final model, float16, into donet/models/")
     parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT",
                         help="no training: evaluate this checkpoint of the run in --out (a stopped run's last)")
     args = parser.parse_args()
@@ -106,9 +106,8 @@ def main() -> None:
           f"nucleus mAP {100 * classes['nucleus']['coco']['ap']:.2f}, "
           f"cytoplasm AJI {100 * classes['cytoplasm']['paper']['aji']:.2f} ({seconds:.0f} s training)", flush=True)
     if args.ship:
-        from donet.models import ship
-
-        print(f"shipped: {ship(args.out / 'model.safetensors')}")
+        save_weights(load_model(args.out / "model.safetensors"), DEFAULT_MODEL, half=True)
+        print(f"shipped: {DEFAULT_MODEL} ({DEFAULT_MODEL.stat().st_size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .data.coco import write_predictions
 from .errors import DonetError
 from .evaluation import evaluate, json_safe, read_predictions, table_rows
 from .evaluation.evaluate import TABLE_ROWS
-from .inference import predict_dataset
+from .inference import diameter_scale, predict_dataset
 from .predict import Exports, expand_inputs, predict_files, resolve_device
 from .training import ClusterAugmentation, DataSpec, TrainConfig, cpu_defaults
 from .training import train as train_model
@@ -124,6 +124,8 @@ def stats(
         ("cell pixels under 2+ cells", f"{100 * figures['overlap_share']:.1f}%"),
         ("cells per image", f"{per_image['min']}-{per_image['max']} (median {per_image['median']:g})"),
         ("image sizes", ", ".join(figures["image_sizes"])),
+        ("median cell diameter", "-" if figures["median_cell_diameter"] is None
+         else f"{figures['median_cell_diameter']:.1f} px"),
     ]
     for name, value in rows:
         table.add_row(name, str(value))
@@ -212,7 +214,10 @@ def print_results(results: dict, title: str) -> None:
 def evaluate_command(
     gt: Annotated[Path, typer.Option(help="Ground-truth dataset (any supported layout).")],
     predictions: Annotated[Optional[Path], typer.Argument(help="Predictions: COCO JSON with scores (donet predict).")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="Or a checkpoint to run on the ground-truth images.")] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        help="Or a checkpoint to run on the ground-truth images (default, without a predictions file: the model "
+             "that ships with donet).")] = None,
+    device: Annotated[str, typer.Option(help="With a model: cpu, cuda, mps or auto.")] = "auto",
     gt_format: FormatOption = None,
     gt_images: ImagesOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
@@ -222,11 +227,11 @@ def evaluate_command(
     max_dets: Annotated[int, typer.Option(help="Detections per image for COCO AP.")] = 1000,
 ) -> None:
     """Score predictions (or a checkpoint) against ground truth with every protocol."""
-    if (predictions is None) == (model is None):
-        raise DonetError(None, "give either a predictions file or --model")
+    if predictions is not None and model is not None:
+        raise DonetError(None, "give either a predictions file or --model, not both")
     truth = open_dataset(gt, gt_format, gt_images)
-    if model is not None:
-        network = load_model(model)
+    if predictions is None:
+        network = load_model(model).to(resolve_device(device))
         with progress_bar() as bar:
             task = bar.add_task("predicting", total=len(truth))
             found = predict_dataset(network, truth, score_threshold=0.0, progress=lambda: bar.advance(task))
@@ -281,9 +286,13 @@ def cv_command(
 def predict_command(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns (PNG, TIFF, JPEG).")],
     out: Annotated[Path, typer.Option(help="New folder for the outputs.")],
-    model: Annotated[Path, typer.Option(
-        help="Checkpoint (.safetensors) from `donet train` or `donet demo` (RUN/model.safetensors).")],
+    model: Annotated[Optional[Path], typer.Option(
+        help="Checkpoint (.safetensors) from `donet train` or `donet demo` (default: the model that ships with "
+             "donet, trained on ISBI 2014).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "auto",
+    diameter: Annotated[Optional[float], typer.Option(
+        help="Typical cell diameter in your images, pixels: images are rescaled so cells match the model's "
+             "training size (as in Cellpose). Default: as the training images.")] = None,
     score_threshold: Annotated[float, typer.Option(help="Keep detections scoring at least this.")] = 0.5,
     tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = 1024,
     overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = 320,
@@ -299,6 +308,7 @@ def predict_command(
         raise DonetError(None, "--tile must be at least 64 and larger than --overlap")
     paths = expand_inputs(inputs)
     network = load_model(model).to(resolve_device(device))
+    scale = diameter_scale(network, diameter)
     exports = Exports(coco=coco, geojson=geojson, imagej=imagej, labels=labels, overlay=overlay, heatmaps=heatmaps)
     with atomic_dir(out) as folder, progress_bar() as bar:
         task = bar.add_task("segmenting", total=len(paths))
@@ -308,7 +318,8 @@ def predict_command(
                 console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
             bar.advance(task)
 
-        failures = predict_files(network, paths, folder, exports, score_threshold, tile, overlap, on_image=report)
+        failures = predict_files(network, paths, folder, exports, score_threshold, tile, overlap, on_image=report,
+                                 scale=scale)
     console.print(f"segmented {len(paths) - len(failures)} of {len(paths)} images into {out}")
     if failures:
         raise typer.Exit(1)

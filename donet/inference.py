@@ -11,6 +11,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from .data.instances import AnnotatedImage, CellClass, Instance, encode_mask
 from .data.nuclei import assign_parents
+from .errors import DonetError
 from .modeling import DoNet, image_tensor
 
 PASTE_CHUNK = 32  # masks pasted at once: bounds memory on crowded or large images
@@ -49,10 +50,24 @@ def to_instances(detection: dict[str, torch.Tensor], size: tuple[int, int], scor
                      score=kept_scores[i]) for i in order]
 
 
+def diameter_scale(model: DoNet, diameter: float | None) -> float:
+    """The factor that brings cells of `diameter` pixels to the size the model was trained
+    at (1 for None)."""
+    if diameter is None:
+        return 1.0
+    if diameter <= 0:
+        raise DonetError(None, f"--diameter must be positive (got {diameter})")
+    if model.config.cell_diameter is None:
+        raise DonetError(None, "this model records no training cell diameter (trained before donet recorded it); "
+                               "retrain it, or leave --diameter out")
+    return model.config.cell_diameter / diameter
+
+
 @contextmanager
-def input_size(model: DoNet, size: tuple[int, int]):
-    """Resize an image of `size` by the model's training scale (not to a fixed side)."""
-    scale = model.config.min_size / model.config.train_image_size
+def input_size(model: DoNet, size: tuple[int, int], scale: float = 1.0):
+    """Resize an image of `size` by the model's training scale (not to a fixed side), times
+    `scale` (see `diameter_scale`)."""
+    scale = scale * model.config.min_size / model.config.train_image_size
     saved = model.transform.min_size, model.transform.max_size
     model.transform.min_size = (max(1, round(min(size) * scale)),)
     model.transform.max_size = max(1, round(max(size) * scale))
@@ -63,14 +78,14 @@ def input_size(model: DoNet, size: tuple[int, int]):
 
 
 @torch.no_grad()
-def predict(model: DoNet, images: list[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+def predict(model: DoNet, images: list[np.ndarray], scale: float = 1.0) -> list[dict[str, torch.Tensor]]:
     """Raw detections (see `DoNet`) for numpy images of any size, gray or colour, each at
-    the scale the model was trained at."""
+    the scale the model was trained at times `scale`, in the images' own coordinates."""
     model.eval()
     device = next(model.parameters()).device
     detections = []
     for image in images:
-        with input_size(model, image.shape[:2]):
+        with input_size(model, image.shape[:2], scale):
             detections += model([image_tensor(image).to(device)])
     return detections
 
@@ -87,7 +102,9 @@ def predict_dataset(model: DoNet, dataset: Sequence[AnnotatedImage], score_thres
     return predictions
 
 
-def segment(model: DoNet, image: np.ndarray, score_threshold: float = 0.5, name: str = "image") -> AnnotatedImage:
-    """Segment one numpy image: overlapping cells stay separate instances."""
-    detection = predict(model, [image])[0]
+def segment(model: DoNet, image: np.ndarray, score_threshold: float = 0.5, name: str = "image",
+            diameter: float | None = None) -> AnnotatedImage:
+    """Segment one numpy image: overlapping cells stay separate instances. `diameter`: the
+    cells' typical diameter in pixels, when it differs from the training images'."""
+    detection = predict(model, [image], diameter_scale(model, diameter))[0]
     return AnnotatedImage(name, image, to_instances(detection, image.shape[:2], score_threshold))

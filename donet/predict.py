@@ -93,17 +93,17 @@ def open_image(path: Path) -> np.ndarray:
     return pixels
 
 
-def segment_file(model: DoNet, pixels: np.ndarray, name: str, score_threshold: float, tile: int, overlap: int
-                 ) -> tuple[AnnotatedImage, dict | None]:
+def segment_file(model: DoNet, pixels: np.ndarray, name: str, score_threshold: float, tile: int, overlap: int,
+                 scale: float = 1.0) -> tuple[AnnotatedImage, dict | None]:
     """Instances of one image, tiled when it is larger than `tile`; also the raw detection
     (for heatmaps) when the image was processed in one pass."""
     height, width = pixels.shape[:2]
     if max(height, width) > tile:
-        instances = segment_tiled(lambda crop, y, x: predict(model, [crop])[0], pixels, tile, overlap,
+        instances = segment_tiled(lambda crop, y, x: predict(model, [crop], scale)[0], pixels, tile, overlap,
                                   score_threshold)
         return AnnotatedImage(name, pixels, instances), None
     pixels = np.asarray(pixels)
-    detection = predict(model, [pixels])[0]
+    detection = predict(model, [pixels], scale)[0]
     return AnnotatedImage(name, pixels, to_instances(detection, (height, width), score_threshold)), detection
 
 
@@ -129,14 +129,16 @@ def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, 
 
 def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Exports, score_threshold: float = 0.5,
                   tile: int = 1024, overlap: int = 320,
-                  on_image: Callable[[Path, str | None], None] | None = None) -> list[tuple[Path, str]]:
-    """Segment every image into `folder`; returns (path, problem) for each image that failed
-    (the others are written regardless)."""
+                  on_image: Callable[[Path, str | None], None] | None = None,
+                  scale: float = 1.0) -> list[tuple[Path, str]]:
+    """Segment every image into `folder`, resized by `scale` for the model (see
+    `inference.diameter_scale`); returns (path, problem) for each image that failed (the
+    others are written regardless)."""
     failures, found, sizes = [], {}, {}
     for path, name in zip(paths, unique_names(paths)):
         try:
             pixels = open_image(path)
-            result, detection = segment_file(model, pixels, name, score_threshold, tile, overlap)
+            result, detection = segment_file(model, pixels, name, score_threshold, tile, overlap, scale)
             write_exports(result, detection, folder, exports, score_threshold)
             found[name], sizes[name] = result.instances, result.size
             problem = None

@@ -71,9 +71,15 @@ def load_weights(model: DoNet, path: str | Path) -> DoNet:
     return model
 
 
-def load_model(path: str | Path, **overrides) -> DoNet:
+# Trained on ISBI 2014 train45 by benchmarks/default_model.py; see docs/model-card.md.
+DEFAULT_MODEL = Path(__file__).parent / "models" / "donet_light_isbi2014.safetensors"
+
+
+def load_model(path: str | Path | None = None, **overrides) -> DoNet:
     """Build the model a checkpoint was saved from (with run-time `overrides` such as
-    detections_per_img) and load its weights."""
+    detections_per_img) and load its weights; with no `path`, the model that ships with
+    donet (`DEFAULT_MODEL`)."""
+    path = DEFAULT_MODEL if path is None else path
     _, config = read_checkpoint(path)
     # Backbone weights are already in the checkpoint; do not look for the original file.
     config = ModelConfig(**{**config.model_dump(), "backbone_weights": None, **overrides})

@@ -122,6 +122,25 @@ def test_ap_matches_pycocotools_own_cocoeval():
     assert np.mean([ours[c]["ap50"] for c in (1, 2)]) == pytest.approx(reference.stats[1], abs=1e-9)
 
 
+def test_ap_works_with_pycocotools_releases_that_copy_info(monkeypatch):
+    """pycocotools 2.0.9 and 2.0.10 read the ground truth's "info" in loadRes."""
+    original = COCO.loadRes
+
+    def strict_load_res(self, results):
+        self.dataset["info"]  # raises KeyError as those releases do
+        return original(self, results)
+
+    monkeypatch.setattr(COCO, "loadRes", strict_load_res)
+    truth = [generate(0, SynthConfig(size=(128, 128), cells=(3, 3)), seed=1)]
+    predicted = [[Instance(i.id, i.category, i.rle, score=0.9) for i in truth[0].instances]]
+    assert segm_ap([(truth[0].size, truth[0].instances)], predicted, max_dets=100)[1]["ap"] == pytest.approx(1.0)
+    gt = COCO()
+    gt.dataset = to_coco(truth)  # files donet writes work with those releases too
+    gt.createIndex()
+    assert len(gt.loadRes([{"image_id": 1, "category_id": 1, "segmentation": rle_to_json(truth[0].instances[0].rle),
+                            "score": 1.0}]).anns) == 1
+
+
 def test_evaluate_end_to_end_and_bad_input():
     truth = [AnnotatedImage("a", np.zeros(SHAPE, np.uint8), [cell(columns(0, 10)), cell(columns(5, 20), id=2)]),
              AnnotatedImage("b", np.zeros(SHAPE, np.uint8), [cell(columns(0, 10))])]

@@ -10,10 +10,12 @@ import pytest
 import roifile
 import tifffile
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
+from scipy import ndimage
 from pycocotools.coco import COCO
 
 import donet
+from donet.atomic import atomic_path
 from donet.data import CellClass, SynthConfig, generate
 from donet.export.imagej import write_roi_zip
 from donet.export.label_stack import label_stack, write_label_stack
@@ -54,7 +56,6 @@ def test_geojson_cells_carry_their_nucleus_and_overlaps_survive(truth):
     rasters = []
     for feature in cells:
         canvas = Image.new("1", (320, 256))
-        from PIL import ImageDraw
         ImageDraw.Draw(canvas).polygon([tuple(p) for p in feature["geometry"]["coordinates"][0]], fill=1)
         rasters.append(np.asarray(canvas))
     assert overlapping_pairs(rasters) == overlapping_pairs([c.mask for c in truth.cells]) > 0
@@ -68,6 +69,22 @@ def test_roi_zip_reads_back_with_roifile(truth, tmp_path):
     assert sum(n.startswith("cell-") for n in names) == 5 and all("-of-cell-" in n for n in names if "nucleus" in n)
     with zipfile.ZipFile(tmp_path / "r.zip") as archive:
         assert archive.testzip() is None
+    # Each outline, filled, is its instance's mask to within 2 pixels (outlines are simplified).
+    by_id = {inst.id: inst for inst in truth.instances}
+    for roi in rois:
+        canvas = Image.new("1", (320, 256))
+        ImageDraw.Draw(canvas).polygon([tuple(p) for p in roi.coordinates()], fill=1)
+        filled, mask = np.asarray(canvas), by_id[int(roi.name.split("-")[1])].mask
+        assert not (ndimage.binary_erosion(mask, iterations=2) & ~filled).any(), roi.name
+        assert not (filled & ~ndimage.binary_dilation(mask, iterations=2)).any(), roi.name
+
+
+def test_temporary_names_keep_the_suffix_writers_choose_formats_by(tmp_path):
+    """roifile 2026.11 refuses to write several ROIs unless the name ends in .zip."""
+    with atomic_path(tmp_path / "img_rois.zip") as tmp:
+        assert tmp.name.endswith(".zip") and tmp.parent == tmp_path
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "img_rois.zip").read_bytes() == b"x" and len(list(tmp_path.iterdir())) == 1
 
 
 def test_label_stack_keeps_every_cell_whole(truth, tmp_path):

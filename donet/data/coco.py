@@ -147,7 +147,9 @@ def to_coco(samples: Iterable[AnnotatedImage], file_names: Iterable[str] | None 
             if inst.score != 1.0:  # ground truth stays plain COCO; predictions carry scores
                 ann["score"] = float(inst.score)
             annotations.append(ann)
-    return {"images": images, "annotations": annotations, "categories": categories()}
+    # "info": pycocotools 2.0.9 and 2.0.10 copy it in loadRes and fail without it.
+    return {"info": {"description": "written by donet"}, "images": images, "annotations": annotations,
+            "categories": categories()}
 
 
 def write_coco(path: str | Path, samples: Iterable[AnnotatedImage], file_names: Iterable[str] | None = None) -> None:

@@ -34,7 +34,9 @@ def segm_ap(truth: list[tuple[tuple[int, int], list]], predicted: list[list], ma
         return {c: {"ap": 0.0, "ap50": 0.0, "ap75": 0.0} for c in ids}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         ground_truth = COCO()
-        ground_truth.dataset = {"images": images, "annotations": annotations, "categories": categories()}
+        # "info": pycocotools 2.0.9 and 2.0.10 copy it in loadRes and fail without it.
+        ground_truth.dataset = {"info": {}, "images": images, "annotations": annotations,
+                                "categories": categories()}
         ground_truth.createIndex()
         evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="segm")
         evaluation.params.maxDets = [1, 10, max_dets]

@@ -45,6 +45,11 @@ class ModelConfig(BaseModel):
     # min_size / train_image_size, so cells keep the pixel size they had in training
     # whatever the image's size (a tile, a whole slide); the trainer records it.
     train_image_size: int = Field(512, ge=16)
+    # Median cytoplasm diameter (pixels, equivalent circle) in the training images, recorded
+    # by the trainer: `--diameter` rescales other images to it. Microns per pixel of the
+    # training images where known.
+    cell_diameter: float | None = Field(None, gt=0)
+    microns_per_pixel: float | None = Field(None, gt=0)
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from ..atomic import atomic_path, ensure_new_dir, write_text_atomic
 from ..data import ClusterAugmentor, Dataset, open_dataset
 from ..data.instances import AnnotatedImage
+from ..data.stats import median_diameter
 from ..errors import DonetError
 from ..evaluation import evaluate, json_safe
 from ..inference import predict_dataset
@@ -243,7 +244,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     torch.manual_seed(config.seed)
     device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
     # Inference rescales images relative to the training images' size (see ModelConfig).
-    model_options = {"train_image_size": min(train_set[0].size), **config.model}
+    # --diameter rescales other images to the cells' size here.
+    model_options = {"train_image_size": min(train_set[0].size),
+                     "cell_diameter": median_diameter(train_set[i] for i in range(len(train_set))), **config.model}
     model = build_model(config.preset, config.size, **model_options).to(device)
     if config.train_sizes:
         model.transform.min_size = tuple(config.train_sizes)

@@ -1,0 +1,82 @@
+"""The model that ships with donet: found without a path, accurate on real cells, rescaled by --diameter."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+from skimage.transform import rescale
+
+import donet
+from donet.data import CellClass, open_dataset, write_dataset
+from donet.data.instances import encode_mask
+from donet.errors import DonetError
+from donet.weights import DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def model():
+    return donet.load_model()
+
+
+@pytest.fixture(scope="module")
+def train_image(isbi):
+    """The last train45 image: 10 overlapping cells. The model has seen it: these tests check
+    that the shipped weights work, not how well they generalise (docs/model-card.md)."""
+    return open_dataset(isbi / "isbi2014_train")[44]
+
+
+def matched_cells(truth: list[np.ndarray], found: list[np.ndarray], iou: float = 0.5) -> int:
+    if not truth or not found:
+        return 0
+    ious = mask_utils.iou([encode_mask(m) for m in found], [encode_mask(m) for m in truth], [0] * len(truth))
+    return int((np.asarray(ious).max(axis=0) > iou).sum())
+
+
+def test_ships_inside_the_package_in_float16_within_30_mb(model):
+    assert DEFAULT_MODEL.stat().st_size <= 30e6
+    with open(DEFAULT_MODEL, "rb") as handle:  # safetensors: 8-byte header length, then the JSON header
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    assert "F16" in dtypes and "F32" not in dtypes
+    config = model.config
+    assert (config.drm, config.crm, config.mrp) == (True, True, True)
+    assert config.cell_diameter == pytest.approx(135, abs=5)  # train45's median cell
+
+
+def test_segments_real_overlapping_cells(model, train_image):
+    result = donet.segment(model, train_image.image)
+    truth = list(train_image.masks(CellClass.CYTOPLASM))
+    found = list(result.masks(CellClass.CYTOPLASM))
+    assert matched_cells(truth, found) >= len(truth) - 1
+    # Overlap is kept: some pixel belongs to two predicted cells.
+    assert (np.sum(found, axis=0) >= 2).any()
+    assert all(n.parent is not None for n in result.nuclei)
+
+
+def test_diameter_rescales_images_of_another_magnification(model, train_image):
+    small = (rescale(train_image.image, 0.5, anti_aliasing=True, preserve_range=True)).astype(np.uint8)
+    truth = [rescale(m.astype(float), 0.5, order=1) > 0.5 for m in train_image.masks(CellClass.CYTOPLASM)]
+    found = donet.segment(model, small, diameter=model.config.cell_diameter / 2).masks(CellClass.CYTOPLASM)
+    assert matched_cells(truth, list(found)) >= len(truth) - 1
+    with pytest.raises(DonetError, match="positive"):
+        donet.segment(model, small, diameter=0)
+
+
+def test_predict_and_evaluate_use_it_when_no_model_is_named(train_image, tmp_path):
+    Image.fromarray(train_image.image).save(tmp_path / "cells.png")
+    run = subprocess.run([sys.executable, "-m", "donet", "predict", tmp_path / "cells.png", "--out", tmp_path / "out"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert sum(a["category_id"] == 1 for a in predictions["annotations"]) >= len(train_image.cells) - 1
+
+    write_dataset(tmp_path / "gt", [train_image])
+    run = subprocess.run([sys.executable, "-m", "donet", "evaluate", "--gt", tmp_path / "gt", "--out",
+                          tmp_path / "eval.json", "--device", "cpu"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["classes"]["cytoplasm"]["coco"]["ap50"] > 0.8
