@@ -15,7 +15,9 @@ from .modeling import DoNet, ModelConfig
 
 # Fields that change the parameters' shapes or names: a checkpoint fits only a model that agrees on all.
 ARCHITECTURE = ("drm", "crm", "mrp", "backbone", "fpn_channels", "mask_head_channels", "box_head_dim",
-                "concat_unit_depth", "fusion_unit_depth")
+                "concat_unit_depth", "fusion_unit_depth", "nucleus_mask_roi_size", "mrp_attention")
+# The scale the weights were trained at: it travels with them, whichever way they are loaded.
+SCALE = ("min_size", "max_size", "train_image_size", "cell_diameter", "microns_per_pixel")
 
 
 def save_weights(model: DoNet, path: str | Path, half: bool = False) -> None:
@@ -66,8 +68,8 @@ def load_weights(model: DoNet, path: str | Path) -> DoNet:
     if missing or unexpected:
         raise DonetError(path, f"checkpoint does not fit the model ({len(missing)} missing, "
                                f"{len(unexpected)} unexpected tensors)")
-    # The scale the weights were trained at travels with them.
-    model.config = model.config.model_copy(update={"train_image_size": config.train_image_size})
+    model.config = model.config.model_copy(update={field: getattr(config, field) for field in SCALE})
+    model.transform.min_size, model.transform.max_size = (config.min_size,), config.max_size
     return model
 
 

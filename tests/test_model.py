@@ -158,6 +158,20 @@ def test_weights_round_trip_and_refuse_another_preset(tmp_path):
         donet.load_weights(model, tmp_path / "bad.safetensors")
 
 
+def test_every_way_of_loading_predicts_at_the_checkpoint_scale(tmp_path):
+    torch.manual_seed(0)
+    donet.save_weights(build_model("donet", min_size=320, max_size=640, train_image_size=320, cell_diameter=50.0),
+                       tmp_path / "m.safetensors")
+    image = generate(0, SynthConfig(size=(320, 320)), seed=0).image
+    by_file = donet.load_model(tmp_path / "m.safetensors")
+    into_preset = donet.load_weights(build_model("donet"), tmp_path / "m.safetensors")  # built for 512 px
+    assert into_preset.config.min_size == 320 and into_preset.config.cell_diameter == 50.0
+    first, second = donet.predict(by_file, [image])[0], donet.predict(into_preset, [image])[0]
+    assert len(first["boxes"]) > 0 and torch.equal(first["boxes"], second["boxes"])
+    with pytest.raises(DonetError, match="nucleus_mask_roi_size"):
+        donet.load_weights(build_model("donet", nucleus_mask_roi_size=28), tmp_path / "m.safetensors")
+
+
 def test_three_line_api_on_a_gray_numpy_image(tmp_path):
     model = build_model("donet", **SMALL)
     donet.save_weights(model, tmp_path / "m.safetensors", half=True)
