@@ -320,6 +320,8 @@ def predict_command(
 
         failures = predict_files(network, paths, folder, exports, score_threshold, tile, overlap, on_image=report,
                                  scale=scale)
+        if len(failures) == len(paths):  # raising inside the block discards the folder
+            raise DonetError(out, f"none of the {len(paths)} images could be segmented; nothing was written")
     console.print(f"segmented {len(paths) - len(failures)} of {len(paths)} images into {out}")
     if failures:
         raise typer.Exit(1)

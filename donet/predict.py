@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,13 +135,15 @@ def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Export
     """Segment every image into `folder`, resized by `scale` for the model (see
     `inference.diameter_scale`); returns (path, problem) for each image that failed (the
     others are written regardless)."""
-    failures, found, sizes = [], {}, {}
+    failures, found, sizes, files = [], {}, {}, {}
     for path, name in zip(paths, unique_names(paths)):
         try:
             pixels = open_image(path)
             result, detection = segment_file(model, pixels, name, score_threshold, tile, overlap, scale)
             write_exports(result, detection, folder, exports, score_threshold)
             found[name], sizes[name] = result.instances, result.size
+            # Relative to the output folder, as COCO tools resolve file names.
+            files[name] = Path(os.path.relpath(path.absolute(), folder.absolute())).as_posix()
             problem = None
         except DonetError as exc:
             problem = str(exc)
@@ -148,5 +151,5 @@ def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Export
         if on_image:
             on_image(path, problem)
     if exports.coco and found:
-        write_predictions(folder / "predictions.json", found, sizes)
+        write_predictions(folder / "predictions.json", found, sizes, files)
     return failures

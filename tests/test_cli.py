@@ -67,3 +67,6 @@ def test_bad_paths_give_one_line_errors(tmp_path):
     one_line_error(donet("data", "stats", tmp_path / "notes.txt"), "unrecognised dataset layout")
     (tmp_path / "broken.json").write_text("{ not json")
     one_line_error(donet("data", "stats", tmp_path / "broken.json"), "broken.json", "not valid JSON")
+    # A bad training set is refused before the run folder exists, so the corrected command works.
+    one_line_error(donet("train", "--train", tmp_path / "missing", "--out", tmp_path / "run"), "missing")
+    assert not (tmp_path / "run").exists()

@@ -122,13 +122,23 @@ def test_predict_writes_every_export_and_reports_bad_images(checkpoint, tmp_path
     assert "broken.png" in result.stderr and "not a readable image" in result.stderr
     out = tmp_path / "out"  # ...the others are written
     coco = COCO(str(out / "predictions.json"))
-    assert {img["file_name"] for img in coco.dataset["images"]} == {"a.png", "b16.png", "c.png"}
+    # The real input files, relative to the output folder.
+    assert {img["file_name"] for img in coco.dataset["images"]} == {"../in/a.png", "../in/b16.tif", "../in/c.jpg"}
     for name in ("a", "b16", "c"):
         for suffix in (".geojson", "_rois.zip", "_cytoplasm_layers.tif", "_overlay.png", "_heatmaps.png",
                        "_attention.png"):
             assert (out / f"{name}{suffix}").is_file(), f"{name}{suffix}"
     again = donet_cli("predict", images / "a.png", "--model", checkpoint, "--out", out)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_predict_leaves_nothing_when_no_image_could_be_segmented(checkpoint, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    (tmp_path / "empty.tif").write_bytes(b"")
+    result = donet_cli("predict", tmp_path / "broken.png", tmp_path / "empty.tif", "--model", checkpoint,
+                       "--out", tmp_path / "out")
+    assert result.returncode == 1 and "none of the 2 images" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "empty.tif"]
 
 
 def test_predict_refuses_a_corrupt_or_foreign_checkpoint(checkpoint, tmp_path):

@@ -163,9 +163,11 @@ def _masks_only(name: str, size: tuple[int, int], instances: list[Instance]) -> 
 
 
 def write_predictions(path: str | Path, predictions: Mapping[str, list[Instance]],
-                      sizes: Mapping[str, tuple[int, int]]) -> None:
-    """Scored instances per image name as a COCO JSON (RLE masks, `score` per annotation)."""
-    write_coco(path, [_masks_only(name, sizes[name], instances) for name, instances in predictions.items()])
+                      sizes: Mapping[str, tuple[int, int]], file_names: Mapping[str, str] | None = None) -> None:
+    """Scored instances per image name as a COCO JSON (RLE masks, `score` per annotation);
+    `file_names`: each image's path as the JSON should record it (default `<name>.png`)."""
+    write_coco(path, [_masks_only(name, sizes[name], instances) for name, instances in predictions.items()],
+               None if file_names is None else [file_names[name] for name in predictions])
 
 
 def write_dataset(folder: Path, samples: Iterable[AnnotatedImage], image_suffix: str = ".png") -> int:

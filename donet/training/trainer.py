@@ -227,14 +227,15 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
         config = TrainConfig.load(paths.config)
     elif ddp.main:
         ensure_new_dir(paths.root)
-        paths.root.mkdir(parents=True, exist_ok=True)
-        config.save(paths.config)
-    ddp.barrier()
-
+    # The data is opened before the run folder is made: a bad path leaves nothing behind.
     train_set = Cache(train_data if train_data is not None else open_data(config.train))
     if len(train_set) == 0:
         raise DonetError(config.train.path, "the training set is empty")
     val_set = val_data if val_data is not None else (open_data(config.val) if config.val else None)
+    if not resume and ddp.main:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        config.save(paths.config)
+    ddp.barrier()
     augmentor = None
     if config.cluster_augmentation is not None:
         aug = config.cluster_augmentation
