@@ -27,8 +27,8 @@ from donet.atomic import write_text_atomic
 from donet.data import open_dataset
 from donet.evaluation import evaluate, json_safe
 from donet.inference import predict_dataset
-from donet.modeling import LADDER
-from donet.training import ClusterAugmentation, DataSpec, TrainConfig, cpu_defaults, train
+from donet.modeling import LADDER, SIZES
+from donet.training import ClusterAugmentation, DataSpec, TrainConfig, train
 from donet.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def run_one(out: Path, preset: str, seed: int, iterations: int, cluster_aug: flo
     config = TrainConfig(
         preset=preset, seed=seed, train=DataSpec(path=str(DATA / "isbi2014_train")),
         cluster_augmentation=ClusterAugmentation(probability=cluster_aug) if cluster_aug else None,
-        **{**cpu_defaults(iterations), "checkpoint_period": 50})
+        size="light", iterations=iterations, checkpoint_period=50)
     started = time.perf_counter()
     train(config, out, resume=(out / "config.json").is_file())
     seconds = time.perf_counter() - started
@@ -69,8 +69,9 @@ def cell(values: list[float | None]) -> str:
 
 
 def table(results: dict[str, list[dict]], seeds: list[int], iterations: int, cluster_aug: float) -> str:
-    schedule = TrainConfig(train=DataSpec(path="-"), **cpu_defaults(iterations))
-    augmentation = (f"horizontal flips, shorter side drawn from {list(schedule.train_sizes)}, brightness "
+    schedule = TrainConfig(train=DataSpec(path="-"), size="light", iterations=iterations)
+    sizes = [round(scale * SIZES["light"]["min_size"]) for scale in schedule.train_scales]
+    augmentation = (f"horizontal flips, shorter side drawn from {sizes}, brightness "
                     f"±{schedule.brightness}, contrast ±{schedule.contrast:.0%}"
                     + (f", cluster augmentor p={cluster_aug}" if cluster_aug else ""))
     lines = [f"Light preset, {iterations} iterations, batch {schedule.batch_size}, {schedule.optimizer} "

@@ -24,7 +24,7 @@ from .evaluation import evaluate, json_safe, read_predictions, table_rows
 from .evaluation.evaluate import TABLE_ROWS
 from .inference import diameter_scale, predict_dataset
 from .predict import Exports, expand_inputs, predict_files, resolve_device
-from .training import ClusterAugmentation, DataSpec, TrainConfig, cpu_defaults
+from .training import ClusterAugmentation, DataSpec, TrainConfig
 from .training import train as train_model
 from .weights import load_model
 
@@ -139,13 +139,12 @@ def _train_config(preset: str, size: str, train_path: Path | None, train_format,
         return TrainConfig.load(config_file)
     if train_path is None:
         raise DonetError(None, "give --train DATASET (or --config FILE)")
-    schedule = cpu_defaults(iterations or 2000) if size == "light" else ({"iterations": iterations} if iterations else {})
-    overrides = {k: v for k, v in {"base_lr": lr, "batch_size": batch_size, "eval_period": eval_period,
-                                   "checkpoint_period": checkpoint_period, "brightness": brightness,
-                                   "contrast": contrast}.items() if v is not None}
+    # Unset options come from the size's schedule (see TrainConfig).
+    overrides = {"iterations": iterations, "base_lr": lr, "batch_size": batch_size, "eval_period": eval_period,
+                 "checkpoint_period": checkpoint_period, "brightness": brightness, "contrast": contrast}
     try:
         return TrainConfig(
-            preset=preset, seed=seed, **{**schedule, "size": size, **overrides},
+            preset=preset, seed=seed, size=size, **overrides,
             train=DataSpec(path=str(train_path), format=train_format, images=None if train_images is None else str(train_images)),
             val=None if val_path is None else DataSpec(path=str(val_path), format=val_format,
                                                        images=None if val_images is None else str(val_images)),

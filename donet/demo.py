@@ -33,7 +33,7 @@ def demo_config(train_path: Path, iterations: int, seed: int) -> TrainConfig:
         model={"min_size": IMAGE_SIZE, "max_size": 2 * IMAGE_SIZE, "anchor_sizes": (16, 32, 64, 128, 256)},
         iterations=iterations, optimizer="adamw", base_lr=1e-3, weight_decay=1e-4,
         warmup_iterations=min(50, iterations // 5), lr_steps=(int(iterations * 0.8),),
-        train_sizes=(288, 352, IMAGE_SIZE), vertical_flip=True, clip_grad_norm=10.0,
+        train_scales=(0.9, 1.1, 1.0), vertical_flip=True, clip_grad_norm=10.0,
         checkpoint_period=max(iterations // 4, 1), log_period=5,
     )
 

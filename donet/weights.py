@@ -68,8 +68,9 @@ def load_weights(model: DoNet, path: str | Path) -> DoNet:
     if missing or unexpected:
         raise DonetError(path, f"checkpoint does not fit the model ({len(missing)} missing, "
                                f"{len(unexpected)} unexpected tensors)")
+    # Inference sizes each image from the config (`inference.input_size`); the transform's
+    # own sizes are left alone, as a resumed training run has set them to its scale jitter.
     model.config = model.config.model_copy(update={field: getattr(config, field) for field in SCALE})
-    model.transform.min_size, model.transform.max_size = (config.min_size,), config.max_size
     return model
 
 

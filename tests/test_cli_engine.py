@@ -38,7 +38,7 @@ def test_cross_validation_reports_mean_and_spread(tmp_path):
     assert donet("synth", tmp_path / "data", "--n", 4, "--size", 128, 128, "--cells", 2, 3).returncode == 0
     config = {"preset": "maskrcnn", "size": "light", "model": {"min_size": 128, "max_size": 128},
               "train": {"path": str(tmp_path / "data")}, "iterations": 2, "base_lr": 0.01, "warmup_iterations": 1,
-              "lr_steps": [], "train_sizes": [128], "checkpoint_period": 2}
+              "lr_steps": [], "train_scales": [1.0], "checkpoint_period": 2}
     from donet.cross_validation import cross_validate, folds_of
     from donet.data import open_dataset
     from donet.training import TrainConfig

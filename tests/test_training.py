@@ -32,7 +32,7 @@ def synthetic(tmp_path_factory) -> Path:
 
 def config_for(data: Path, **changes) -> TrainConfig:
     settings = dict(preset="donet", size="light", model=SMALL_MODEL, train=DataSpec(path=str(data)),
-                    iterations=12, base_lr=0.01, warmup_iterations=4, lr_steps=(8, 10), train_sizes=(112, 128),
+                    iterations=12, base_lr=0.01, warmup_iterations=4, lr_steps=(8, 10), train_scales=(0.875, 1.0),
                     checkpoint_period=4, log_period=2, eval_period=100, clip_grad_norm=10.0)
     return TrainConfig(**{**settings, **changes})
 
@@ -161,3 +161,20 @@ def test_jitter_options_reach_the_config_and_bad_values_are_refused(synthetic):
     assert (options(brightness=0.0, contrast=0.3).brightness, options(contrast=0.3).contrast) == (0.0, 0.3)
     with pytest.raises(DonetError, match="bad training option"):
         options(contrast=1.5)
+
+
+@pytest.mark.parametrize("size, first_step, smallest_side", [("light", 1500, 448), ("paper", 50000, 640)])
+def test_python_and_cli_configs_take_the_same_schedule_of_the_size(synthetic, size, first_step, smallest_side):
+    from donet.cli import _train_config
+    from donet.modeling import SIZES
+
+    spec = DataSpec(path=str(synthetic))
+    iterations = {"light": 2000, "paper": 60000}[size]
+    python = TrainConfig(size=size, train=spec)
+    assert python == _train_config("donet", size, synthetic, None, None, None, None, None, None, 0, None, None, 0.0,
+                                   None)
+    assert python.iterations == iterations and python.lr_steps[0] == first_step
+    min_size = SIZES[size].get("min_size", 800)
+    assert round(min(python.train_scales) * min_size) == smallest_side
+    # A shorter run keeps the schedule's shape.
+    assert TrainConfig(size=size, train=spec, iterations=iterations // 10).lr_steps[0] == first_step // 10

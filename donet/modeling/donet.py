@@ -97,12 +97,14 @@ class DoNet(GeneralizedRCNN):
         cell_targets = _of_class(targets, CYTOPLASM_LABEL)
         nucleus_targets = _of_class(targets, NUCLEUS_LABEL)
         proposals, losses = self.rpn(images, features, cell_targets)
-        cells, roi_losses, mask_rois = self.roi_heads(features, proposals, images.image_sizes, cell_targets)
+        cells, roi_losses, mask_rois = self.roi_heads(features, proposals, images.image_sizes, cell_targets,
+                                                      attention_cells=self.config.mrp_attention)
         losses.update(roi_losses)
         p2 = features["0"]
-        attention = attention_map(mask_rois, tuple(p2.shape[-2:]), P2_STRIDE)
-        if not self.config.mrp_attention:
-            attention = torch.ones_like(attention)
+        if self.config.mrp_attention:
+            attention = attention_map(mask_rois, tuple(p2.shape[-2:]), P2_STRIDE)
+        else:
+            attention = p2.new_ones((len(p2), 1, *p2.shape[-2:]))
         nucleus_features = reweight(features, attention)
         proposals, nucleus_rpn_losses = self.nucleus_rpn(images, nucleus_features, nucleus_targets)
         nuclei, nucleus_losses, _ = self.nucleus_roi_heads(nucleus_features, proposals, images.image_sizes,

@@ -101,10 +101,12 @@ class DeoverlapRoIHeads(RoIHeads):
                 cfg.consistency_mode, cfg.detach_merge)
         return losses
 
-    def forward(self, features, proposals, image_shapes, targets=None):
+    def forward(self, features, proposals, image_shapes, targets=None, attention_cells: bool = False):
         """Returns (detections, losses, mask_rois): `mask_rois` is, per image, the boxes of
-        the cells for MRP's attention map (in training the ground-truth boxes, or the positive
-        proposals; at test the detections) and the final mask logits at each box's class."""
+        the cells for MRP's attention map (at test the detections; in training the positive
+        proposals, or with `attention_cells` and `attention_from_ground_truth` the
+        ground-truth boxes, run through the mask branch once more) and the final mask logits
+        at each box's class."""
         if self.training:
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
@@ -119,7 +121,7 @@ class DeoverlapRoIHeads(RoIHeads):
             roi_labels = torch.cat([image_labels[keep] for image_labels, keep in zip(labels, positive)])
             outputs = self.mask_branch(self.mask_roi_pool(features, rois, image_shapes))
             losses.update(self.mask_losses(outputs, roi_labels, [t["masks"] for t in targets], rois, matched))
-            if self.config.attention_from_ground_truth:
+            if attention_cells and self.config.attention_from_ground_truth:
                 rois = [t["boxes"] for t in targets]
                 roi_labels = torch.cat([t["labels"] for t in targets])
                 outputs = self.mask_branch(self.mask_roi_pool(features, rois, image_shapes))

@@ -1,6 +1,6 @@
 """Training: typed run configuration, schedule, augmentation and the resumable loop."""
 
-from .config import ClusterAugmentation, DataSpec, TrainConfig, cpu_defaults
+from .config import ClusterAugmentation, DataSpec, TrainConfig
 from .trainer import RunPaths, TrainingDiverged, train
 
-__all__ = ["ClusterAugmentation", "DataSpec", "RunPaths", "TrainConfig", "TrainingDiverged", "cpu_defaults", "train"]
+__all__ = ["ClusterAugmentation", "DataSpec", "RunPaths", "TrainConfig", "TrainingDiverged", "train"]

@@ -249,8 +249,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     model_options = {"train_image_size": min(train_set[0].size),
                      "cell_diameter": median_diameter(train_set[i] for i in range(len(train_set))), **config.model}
     model = build_model(config.preset, config.size, **model_options).to(device)
-    if config.train_sizes:
-        model.transform.min_size = tuple(config.train_sizes)
+    if config.train_scales:
+        model.transform.min_size = tuple(round(scale * model.config.min_size) for scale in config.train_scales)
     parameters = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(parameters, lr=config.base_lr, weight_decay=config.weight_decay)
