@@ -24,6 +24,23 @@ def paste_probs(probs: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int])
         yield paste_masks_in_image(probs[chunk, None], boxes[chunk], size, padding=1)[:, 0]
 
 
+def probability_maps(detection: dict[str, torch.Tensor], size: tuple[int, int],
+                     score_threshold: float) -> dict[str, np.ndarray]:
+    """Image-space maxima over detected cells of the intersection, complement and recombined
+    probabilities (the paper's Fig. 6 heatmaps)."""
+    keep = (detection["scores"] >= score_threshold) & (detection["labels"] == int(CellClass.CYTOPLASM))
+    maps = {}
+    for key, name in (("intersection_probs", "intersection"), ("complement_probs", "complement"),
+                      ("mask_probs", "recombined")):
+        if key not in detection:
+            continue
+        total = np.zeros(size, dtype=np.float32)
+        for pasted in paste_probs(detection[key][keep], detection["boxes"][keep], size):
+            total = np.maximum(total, pasted.max(dim=0).values.cpu().numpy())
+        maps[name] = total
+    return maps
+
+
 def to_instances(detection: dict[str, torch.Tensor], size: tuple[int, int], score_threshold: float = 0.5,
                  mask_threshold: float = 0.5) -> list[Instance]:
     """Instances (cells first, then nuclei linked to them) of detections above `score_threshold`."""

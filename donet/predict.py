@@ -16,11 +16,11 @@ from .data.coco import write_predictions
 from .data.imageio import IMAGE_SUFFIXES, read_image
 from .data.instances import AnnotatedImage, CellClass
 from .errors import DonetError
-from .export.figures import attention_picture, heatmap_panel, overlay, probability_maps, save_png
+from .export.figures import attention_picture, heatmap_panel, overlay, save_png
 from .export.imagej import write_roi_zip
 from .export.label_stack import write_label_stack
 from .export.qupath import write_geojson
-from .inference import predict, to_instances
+from .inference import predict, probability_maps, to_instances
 from .modeling import DoNet
 from .tiling import segment_tiled
 
@@ -125,7 +125,7 @@ def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, 
         if maps:
             save_png(folder / f"{name}_heatmaps.png", heatmap_panel(maps))
         if "attention" in detection:
-            save_png(folder / f"{name}_attention.png", attention_picture(detection["attention"]))
+            save_png(folder / f"{name}_attention.png", attention_picture(detection["attention"].cpu().numpy()))
 
 
 def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Exports, score_threshold: float = 0.5,

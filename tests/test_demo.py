@@ -1,5 +1,6 @@
 """`donet demo` end to end at a toy budget: every stage runs and the report's pictures exist."""
 
+import json
 import re
 import subprocess
 import sys
@@ -10,7 +11,14 @@ def test_demo_writes_a_report_whose_pictures_exist(tmp_path):
     run = subprocess.run([sys.executable, "-m", "donet", "demo", "--out", str(out), "--iterations", "10",
                           "--images", "2"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "5/5" in run.stderr and "AJI" in run.stdout
+    # The demo's figures are those `donet evaluate` computes from its model and data.
+    rerun = subprocess.run([sys.executable, "-m", "donet", "evaluate", "--model", str(out / "run" / "model.safetensors"),
+                            "--gt", str(out / "data" / "val"), "--paper-threshold", "0.5", "--device", "cpu",
+                            "--out", str(tmp_path / "again.json")], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads((tmp_path / "again.json").read_text()) == json.loads((out / "evaluation.json").read_text())
+    predictions = json.loads((out / "predictions" / "predictions.json").read_text())
+    assert len(predictions["images"]) == len(list((out / "data" / "val" / "images").glob("*.png")))
     report = (out / "report.html").read_text()
     pictures = re.findall(r'src="([^"]+)"', report)
     assert len(pictures) >= 4 and all((out / p).is_file() for p in pictures if not p.startswith("data:"))

@@ -1,4 +1,5 @@
-"""Pictures: outline overlays, the paper's Fig. 6 heatmaps and Fig. 3 attention map."""
+"""Pictures: outline overlays, the paper's Fig. 6 heatmaps and Fig. 3 attention map, from
+instances and from maps already pasted into image space (`inference.probability_maps`)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,11 @@ import colorsys
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from ..atomic import atomic_path
 from ..data.instances import AnnotatedImage, CellClass
-from ..inference import paste_probs
 
 # Viridis at five stops: perceptually ordered and readable in gray.
 VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float32)
@@ -49,23 +48,6 @@ def overlay(result: AnnotatedImage, thickness: int = 2) -> np.ndarray:
     return canvas
 
 
-def probability_maps(detection: dict[str, torch.Tensor], size: tuple[int, int],
-                     score_threshold: float) -> dict[str, np.ndarray]:
-    """Image-space maxima over detected cells of the intersection, complement and recombined
-    probabilities (the paper's Fig. 6 heatmaps)."""
-    keep = (detection["scores"] >= score_threshold) & (detection["labels"] == int(CellClass.CYTOPLASM))
-    maps = {}
-    for key, name in (("intersection_probs", "intersection"), ("complement_probs", "complement"),
-                      ("mask_probs", "recombined")):
-        if key not in detection:
-            continue
-        total = np.zeros(size, dtype=np.float32)
-        for pasted in paste_probs(detection[key][keep], detection["boxes"][keep], size):
-            total = np.maximum(total, pasted.max(dim=0).values.cpu().numpy())
-        maps[name] = total
-    return maps
-
-
 def heatmap_panel(maps: dict[str, np.ndarray]) -> np.ndarray:
     """The maps side by side with their names above."""
     tiles = []
@@ -80,9 +62,9 @@ def heatmap_panel(maps: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(tiles, axis=1)
 
 
-def attention_picture(attention: torch.Tensor) -> np.ndarray:
-    """Fig. 3: the MRP attention map, which lies in [0.5, 1)."""
-    return colormap(attention.cpu().numpy(), 0.5, 1.0)
+def attention_picture(attention: np.ndarray) -> np.ndarray:
+    """Fig. 3: the MRP attention map, which lies in [0.5, 1]."""
+    return colormap(attention, 0.5, 1.0)
 
 
 def save_png(path: str | Path, pixels: np.ndarray) -> None:
