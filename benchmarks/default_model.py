@@ -27,7 +27,7 @@ import torch
 from donet.atomic import write_text_atomic
 from donet.data import open_dataset
 from donet.evaluation import evaluate, json_safe
-from donet.inference import predict_dataset
+from donet.inference import InferenceSettings, predict_dataset
 from donet.training import DataSpec, TrainConfig, train
 from donet.weights import DEFAULT_MODEL, load_model, save_weights
 
@@ -94,7 +94,7 @@ def main() -> None:
     model = load_model(checkpoint)
     if torch.cuda.is_available():
         model = model.cuda()
-    results = evaluate(evaluation_data, predict_dataset(model, evaluation_data, score_threshold=0.0))
+    results = evaluate(evaluation_data, predict_dataset(model, evaluation_data, InferenceSettings(score_threshold=0.0)))
     results["evaluated_on"] = "train45 held-out 9 (every fifth image)" if args.holdout else "test90"
     results["checkpoint"] = str(checkpoint)
     results["training_seconds_this_session"] = round(seconds, 1)

@@ -57,7 +57,7 @@ def panel(samples, models: dict, score: float, path: Path) -> None:
         cells = len(sample.cells)
         row = [labelled(overlay(sample), f"{sample.name}: ground truth ({cells} cells)")]
         for name, model in models.items():
-            result = segment(model, sample.image, score, sample.name)
+            result = segment(model, sample.image, sample.name, score_threshold=score)
             row.append(labelled(overlay(result), f"{name}: {len(result.cells)} cells, {matched(sample, result)} "
                                                  f"of {cells} matched"))
         rows.append(np.concatenate(row, axis=1))
@@ -81,7 +81,8 @@ def main() -> None:
     most_overlap = sorted(samples, key=overlap_share, reverse=True)[:3]
     panel(most_overlap, models, args.score, args.out / "default_model_overlap.jpg")
     shipped = models["donet (shipped)"]
-    misses = [len(s.cells) - matched(s, segment(shipped, s.image, args.score, s.name)) for s in samples]
+    misses = [len(s.cells) - matched(s, segment(shipped, s.image, s.name, score_threshold=args.score))
+              for s in samples]
     worst = [samples[i] for i in np.argsort(misses, kind="stable")[::-1][:3]]
     panel(worst, {"donet (shipped)": shipped}, args.score, args.out / "default_model_failures.jpg")
 

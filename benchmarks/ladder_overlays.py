@@ -52,7 +52,7 @@ def main() -> None:
         sample = test90[int(index)]
         row = [labelled(overlay(sample), f"{sample.name}: ground truth ({cells[index]} cells)")]
         for preset, model in models.items():
-            result = segment(model, sample.image, args.score, sample.name)
+            result = segment(model, sample.image, sample.name, score_threshold=args.score)
             found = sum(i.category is CellClass.CYTOPLASM for i in result.instances)
             row.append(labelled(overlay(result), f"{preset}: {found} cells, score >= {args.score}"))
         rows.append(np.concatenate(row, axis=1))

@@ -50,9 +50,8 @@ def peak_rss_mib() -> float:
 def child(model: str, image: str, tile: int, overlap: int, out: str, scale_caps: float) -> None:
     import torch
 
+    from donet.inference import InferenceSettings, segment_image
     from donet.predict import open_image
-    from donet.inference import predict
-    from donet.tiling import segment_tiled
     from donet.weights import load_model, read_checkpoint
 
     torch.set_num_threads(2)
@@ -63,7 +62,7 @@ def child(model: str, image: str, tile: int, overlap: int, out: str, scale_caps:
         "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "detections_per_img")})
     pixels = open_image(Path(image))
     start = time.perf_counter()
-    instances = segment_tiled(lambda crop, y, x: predict(network, [crop])[0], pixels, tile, overlap, 0.5)
+    instances, _ = segment_image(network, pixels, InferenceSettings(tile=tile, overlap=overlap))
     elapsed = time.perf_counter() - start
     peak = peak_rss_mib()
     Path(out).write_text(json.dumps({"seconds": elapsed, "peak_mib": peak, "instances": len(instances),

@@ -22,7 +22,7 @@ from .data.coco import write_predictions
 from .errors import DonetError
 from .evaluation import evaluate, json_safe, read_predictions, table_rows
 from .evaluation.evaluate import TABLE_ROWS
-from .inference import diameter_scale, predict_dataset
+from .inference import InferenceSettings, diameter_scale, predict_dataset
 from .predict import Exports, expand_inputs, predict_files, resolve_device
 from .training import ClusterAugmentation, DataSpec, TrainConfig
 from .training import train as train_model
@@ -33,6 +33,7 @@ app = typer.Typer(help="DoNet: instance segmentation of overlapping, translucent
 data_app = typer.Typer(help="Inspect annotated datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
+DEFAULTS = InferenceSettings()  # option defaults are the settings' own
 
 FormatOption = Annotated[Optional[DataFormat], typer.Option("--format", help="Dataset layout (default: detected).")]
 ImagesOption = Annotated[Optional[Path], typer.Option(
@@ -216,7 +217,7 @@ def evaluate_command(
     model: Annotated[Optional[Path], typer.Option(
         help="Or a checkpoint to run on the ground-truth images (default, without a predictions file: the model "
              "that ships with donet).")] = None,
-    device: Annotated[str, typer.Option(help="With a model: cpu, cuda, mps or auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="With a model: cpu, cuda, mps or auto.")] = DEFAULTS.device,
     gt_format: FormatOption = None,
     gt_images: ImagesOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
@@ -230,10 +231,12 @@ def evaluate_command(
         raise DonetError(None, "give either a predictions file or --model, not both")
     truth = open_dataset(gt, gt_format, gt_images)
     if predictions is None:
-        network = load_model(model).to(resolve_device(device))
+        # Every detection: AP ranks them, and the protocols apply their own thresholds.
+        settings = InferenceSettings.of(score_threshold=0.0, device=device)
+        network = load_model(model).to(resolve_device(settings.device))
         with progress_bar() as bar:
             task = bar.add_task("predicting", total=len(truth))
-            found = predict_dataset(network, truth, score_threshold=0.0, progress=lambda: bar.advance(task))
+            found = predict_dataset(network, truth, settings, progress=lambda: bar.advance(task))
         if save_predictions is not None:
             write_predictions(save_predictions, found, {s.name: s.size for s in truth})
     else:
@@ -288,13 +291,16 @@ def predict_command(
     model: Annotated[Optional[Path], typer.Option(
         help="Checkpoint (.safetensors) from `donet train` or `donet demo` (default: the model that ships with "
              "donet, trained on ISBI 2014).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = DEFAULTS.device,
     diameter: Annotated[Optional[float], typer.Option(
         help="Typical cell diameter in your images, pixels: images are rescaled so cells match the model's "
              "training size (as in Cellpose). Default: as the training images.")] = None,
-    score_threshold: Annotated[float, typer.Option(help="Keep detections scoring at least this.")] = 0.5,
-    tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = 1024,
-    overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = 320,
+    score_threshold: Annotated[float, typer.Option(help="Keep detections scoring at least this.")] = \
+        DEFAULTS.score_threshold,
+    mask_threshold: Annotated[float, typer.Option(help="RoI mask probability a pixel needs.")] = DEFAULTS.mask_threshold,
+    tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = \
+        DEFAULTS.tile,
+    overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = DEFAULTS.overlap,
     coco: Annotated[bool, typer.Option(help="predictions.json: COCO, RLE masks, scores.")] = True,
     geojson: Annotated[bool, typer.Option(help="QuPath GeoJSON per image (cells with nucleusGeometry).")] = False,
     imagej: Annotated[bool, typer.Option(help="ImageJ/Fiji ROI zip per image.")] = False,
@@ -303,11 +309,11 @@ def predict_command(
     heatmaps: Annotated[bool, typer.Option(help="Fig. 6 heatmaps and the Fig. 3 attention map (untiled images).")] = False,
 ) -> None:
     """Segment images; overlapping cells stay separate objects in every export."""
-    if overlap >= tile or tile < 64:
-        raise DonetError(None, "--tile must be at least 64 and larger than --overlap")
+    settings = InferenceSettings.of(score_threshold=score_threshold, mask_threshold=mask_threshold, tile=tile,
+                                    overlap=overlap, diameter=diameter, device=device)
     paths = expand_inputs(inputs)
-    network = load_model(model).to(resolve_device(device))
-    scale = diameter_scale(network, diameter)
+    network = load_model(model).to(resolve_device(settings.device))
+    diameter_scale(network, settings.diameter)  # refuse before anything is written
     exports = Exports(coco=coco, geojson=geojson, imagej=imagej, labels=labels, overlay=overlay, heatmaps=heatmaps)
     with atomic_dir(out) as folder, progress_bar() as bar:
         task = bar.add_task("segmenting", total=len(paths))
@@ -317,8 +323,7 @@ def predict_command(
                 console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
             bar.advance(task)
 
-        failures = predict_files(network, paths, folder, exports, score_threshold, tile, overlap, on_image=report,
-                                 scale=scale)
+        failures = predict_files(network, paths, folder, exports, settings, on_image=report)
         if len(failures) == len(paths):  # raising inside the block discards the folder
             raise DonetError(out, f"none of the {len(paths)} images could be segmented; nothing was written")
     console.print(f"segmented {len(paths) - len(failures)} of {len(paths)} images into {out}")

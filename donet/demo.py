@@ -17,7 +17,7 @@ from .atomic import atomic_dir, write_text_atomic
 from .data import SynthConfig, generate, open_dataset, write_dataset
 from .evaluation import evaluate, json_safe
 from .export.figures import overlay, save_png
-from .inference import predict_dataset
+from .inference import InferenceSettings, predict_dataset
 from .predict import Exports, predict_files
 from .report import write_report
 from .training import DataSpec, TrainConfig, train
@@ -59,13 +59,14 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
         paths = sorted(val_dir.glob("*.png"))
         (folder / "predictions").mkdir()
         failures = predict_files(model, paths, folder / "predictions",
-                                 Exports(geojson=True, overlay=True, heatmaps=True), score_threshold=0.5)
+                                 Exports(geojson=True, overlay=True, heatmaps=True), InferenceSettings())
         if failures:
             raise RuntimeError(f"prediction failed: {failures[0][1]}")
 
         console.print("[bold]4/5[/bold] evaluating against the ground truth")
         truth = open_dataset(folder / "data" / "val")
-        results = evaluate(truth, predict_dataset(model, truth, score_threshold=0.0), paper_score_threshold=0.5)
+        results = evaluate(truth, predict_dataset(model, truth, InferenceSettings(score_threshold=0.0)),
+                           paper_score_threshold=0.5)
         write_text_atomic(folder / "evaluation.json", json.dumps(json_safe(results), indent=2))
 
         console.print("[bold]5/5[/bold] writing the report")

@@ -1,18 +1,55 @@
-"""Running a model on images and turning its detections into the data layer's instances."""
+"""Running a model on images and turning its detections into the data layer's instances.
+
+One path: every image goes through `tiling.segment_tiled` (an image within one tile is one
+tile), under one `InferenceSettings` that declares and validates every setting once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from .data.instances import AnnotatedImage, CellClass, Instance, encode_mask
-from .data.nuclei import assign_parents
+from .data.instances import AnnotatedImage, CellClass, Instance
 from .errors import DonetError
 from .modeling import DoNet, image_tensor
+from .tiling import segment_tiled
+
+
+class InferenceSettings(BaseModel):
+    """How images become instances; `donet predict` writes it beside its predictions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    score_threshold: float = Field(0.5, ge=0, le=1)  # detections scoring less are dropped
+    mask_threshold: float = Field(0.5, gt=0, lt=1)  # RoI mask probability a pixel needs
+    tile: int = Field(1024, ge=64)  # larger images are segmented tile by tile, in the image's pixels
+    overlap: int = Field(320, ge=0)  # between tiles: more than the widest cell
+    # Typical cell diameter in the images (pixels), when it differs from the training
+    # images': they are rescaled so cells match (Cellpose's convention). None: as in training.
+    diameter: float | None = Field(None, gt=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> InferenceSettings:
+        if self.overlap >= self.tile:
+            raise ValueError("the tile overlap must be smaller than the tile")
+        return self
+
+    @classmethod
+    def of(cls, **options) -> InferenceSettings:
+        """Settings from options, None meaning the default; a bad value is a one-line error."""
+        try:
+            return cls(**{k: v for k, v in options.items() if v is not None})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            raise DonetError(None, f"bad setting{' ' + where if where else ''}: {error['msg']}") from None
 
 PASTE_CHUNK = 32  # masks pasted at once: bounds memory on crowded or large images
 
@@ -41,39 +78,13 @@ def probability_maps(detection: dict[str, torch.Tensor], size: tuple[int, int],
     return maps
 
 
-def to_instances(detection: dict[str, torch.Tensor], size: tuple[int, int], score_threshold: float = 0.5,
-                 mask_threshold: float = 0.5) -> list[Instance]:
-    """Instances (cells first, then nuclei linked to them) of detections above `score_threshold`."""
-    keep = detection["scores"] >= score_threshold
-    boxes, labels, scores = detection["boxes"][keep], detection["labels"][keep], detection["scores"][keep]
-    probs = detection["mask_probs"][keep]
-    masks, classes, kept_scores = [], [], []
-    offset = 0
-    for pasted in paste_probs(probs, boxes, size):
-        for k, mask in enumerate((pasted >= mask_threshold).cpu().numpy()):
-            if mask.any():  # a detection whose mask vanishes at the threshold is no instance
-                masks.append(mask)
-                classes.append(CellClass(int(labels[offset + k])))
-                kept_scores.append(float(scores[offset + k]))
-        offset += len(pasted)
-    cells = [i for i, c in enumerate(classes) if c is CellClass.CYTOPLASM]
-    nuclei = [i for i, c in enumerate(classes) if c is CellClass.NUCLEUS]
-    order = cells + nuclei
-    new_id = {old: new for new, old in enumerate(order, start=1)}
-    cell_stack = np.stack([masks[i] for i in cells]) if cells else np.zeros((0, *size), bool)
-    parents = assign_parents([masks[i] for i in nuclei], cell_stack)
-    parent_of = {n: (None if p is None else new_id[cells[p]]) for n, p in zip(nuclei, parents)}
-    return [Instance(id=new_id[i], category=classes[i], rle=encode_mask(masks[i]), parent=parent_of.get(i),
-                     score=kept_scores[i]) for i in order]
-
-
 def diameter_scale(model: DoNet, diameter: float | None) -> float:
     """The factor that brings cells of `diameter` pixels to the size the model was trained
     at (1 for None)."""
     if diameter is None:
         return 1.0
     if diameter <= 0:
-        raise DonetError(None, f"--diameter must be positive (got {diameter})")
+        raise DonetError(None, f"the cell diameter must be positive (got {diameter})")
     if model.config.cell_diameter is None:
         raise DonetError(None, "this model records no training cell diameter (trained before donet recorded it); "
                                "retrain it, or leave --diameter out")
@@ -107,21 +118,39 @@ def predict(model: DoNet, images: list[np.ndarray], scale: float = 1.0) -> list[
     return detections
 
 
-def predict_dataset(model: DoNet, dataset: Sequence[AnnotatedImage], score_threshold: float = 0.0,
+def segment_image(model: DoNet, image: np.ndarray, settings: InferenceSettings,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[list[Instance], dict | None]:
+    """Instances of one image (array or memory map) under `settings`; also the model's raw
+    detection when the image was a single tile (for the Fig. 6 heatmaps)."""
+    scale = diameter_scale(model, settings.diameter)
+    tiles = 0
+    first: dict | None = None
+
+    def detect(crop: np.ndarray, y: int, x: int) -> dict[str, torch.Tensor]:
+        nonlocal tiles, first
+        detection = predict(model, [crop], scale)[0]
+        tiles += 1
+        first = detection if tiles == 1 else None  # kept only while the image is one tile
+        return detection
+
+    instances = segment_tiled(detect, image, settings.tile, settings.overlap, settings.score_threshold,
+                              settings.mask_threshold, progress=progress)
+    return instances, first
+
+
+def predict_dataset(model: DoNet, dataset: Sequence[AnnotatedImage], settings: InferenceSettings,
                     progress: Callable[[], None] | None = None) -> dict[str, list[Instance]]:
     """Scored instances per image name for every image of `dataset`."""
     predictions = {}
     for sample in dataset:
-        detection = predict(model, [sample.image])[0]
-        predictions[sample.name] = to_instances(detection, sample.size, score_threshold)
+        predictions[sample.name] = segment_image(model, sample.image, settings)[0]
         if progress:
             progress()
     return predictions
 
 
-def segment(model: DoNet, image: np.ndarray, score_threshold: float = 0.5, name: str = "image",
-            diameter: float | None = None) -> AnnotatedImage:
-    """Segment one numpy image: overlapping cells stay separate instances. `diameter`: the
-    cells' typical diameter in pixels, when it differs from the training images'."""
-    detection = predict(model, [image], diameter_scale(model, diameter))[0]
-    return AnnotatedImage(name, image, to_instances(detection, image.shape[:2], score_threshold))
+def segment(model: DoNet, image: np.ndarray, name: str = "image", **settings) -> AnnotatedImage:
+    """Segment one numpy image: overlapping cells stay separate instances. `settings` are
+    `InferenceSettings` fields, e.g. `score_threshold=0.3` or `diameter=60` (the cells'
+    typical diameter in pixels, when it differs from the training images')."""
+    return AnnotatedImage(name, image, segment_image(model, image, InferenceSettings.of(**settings))[0])

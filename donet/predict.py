@@ -12,6 +12,7 @@ import numpy as np
 import tifffile
 import torch
 
+from .atomic import write_text_atomic
 from .data.coco import write_predictions
 from .data.imageio import IMAGE_SUFFIXES, read_image
 from .data.instances import AnnotatedImage, CellClass
@@ -20,9 +21,8 @@ from .export.figures import attention_picture, heatmap_panel, overlay, save_png
 from .export.imagej import write_roi_zip
 from .export.label_stack import write_label_stack
 from .export.qupath import write_geojson
-from .inference import predict, probability_maps, to_instances
+from .inference import InferenceSettings, probability_maps, segment_image
 from .modeling import DoNet
-from .tiling import segment_tiled
 
 MAX_PIXELS = 2 ** 31  # beyond this a single plane no longer fits the RLE size fields
 
@@ -94,22 +94,10 @@ def open_image(path: Path) -> np.ndarray:
     return pixels
 
 
-def segment_file(model: DoNet, pixels: np.ndarray, name: str, score_threshold: float, tile: int, overlap: int,
-                 scale: float = 1.0) -> tuple[AnnotatedImage, dict | None]:
-    """Instances of one image, tiled when it is larger than `tile`; also the raw detection
-    (for heatmaps) when the image was processed in one pass."""
-    height, width = pixels.shape[:2]
-    if max(height, width) > tile:
-        instances = segment_tiled(lambda crop, y, x: predict(model, [crop], scale)[0], pixels, tile, overlap,
-                                  score_threshold)
-        return AnnotatedImage(name, pixels, instances), None
-    pixels = np.asarray(pixels)
-    detection = predict(model, [pixels], scale)[0]
-    return AnnotatedImage(name, pixels, to_instances(detection, (height, width), score_threshold)), detection
-
-
 def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, exports: Exports,
                   score_threshold: float) -> None:
+    """The chosen exports of one image; heatmaps only for an image segmented as one tile
+    (`detection` is then its raw detection)."""
     name = result.name
     if exports.geojson:
         write_geojson(folder / f"{name}.geojson", result)
@@ -128,19 +116,17 @@ def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, 
             save_png(folder / f"{name}_attention.png", attention_picture(detection["attention"].cpu().numpy()))
 
 
-def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Exports, score_threshold: float = 0.5,
-                  tile: int = 1024, overlap: int = 320,
-                  on_image: Callable[[Path, str | None], None] | None = None,
-                  scale: float = 1.0) -> list[tuple[Path, str]]:
-    """Segment every image into `folder`, resized by `scale` for the model (see
-    `inference.diameter_scale`); returns (path, problem) for each image that failed (the
-    others are written regardless)."""
+def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Exports, settings: InferenceSettings,
+                  on_image: Callable[[Path, str | None], None] | None = None) -> list[tuple[Path, str]]:
+    """Segment every image into `folder` under `settings` (written there as settings.json);
+    returns (path, problem) for each image that failed (the others are written regardless)."""
     failures, found, sizes, files = [], {}, {}, {}
     for path, name in zip(paths, unique_names(paths)):
         try:
             pixels = open_image(path)
-            result, detection = segment_file(model, pixels, name, score_threshold, tile, overlap, scale)
-            write_exports(result, detection, folder, exports, score_threshold)
+            instances, detection = segment_image(model, pixels, settings)
+            result = AnnotatedImage(name, pixels, instances)
+            write_exports(result, detection, folder, exports, settings.score_threshold)
             found[name], sizes[name] = result.instances, result.size
             # Relative to the output folder, as COCO tools resolve file names.
             files[name] = Path(os.path.relpath(path.absolute(), folder.absolute())).as_posix()
@@ -150,6 +136,8 @@ def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Export
             failures.append((path, problem))
         if on_image:
             on_image(path, problem)
-    if exports.coco and found:
-        write_predictions(folder / "predictions.json", found, sizes, files)
+    if found:
+        write_text_atomic(folder / "settings.json", settings.model_dump_json(indent=2))
+        if exports.coco:
+            write_predictions(folder / "predictions.json", found, sizes, files)
     return failures

@@ -61,12 +61,13 @@ def _owner(value: float, boundaries: list[float]) -> int:
     return int(np.searchsorted(boundaries, value, side="right"))
 
 
-def segment_tiled(detect: Callable[[np.ndarray, int, int], dict[str, torch.Tensor]], image: np.ndarray, tile: int = 1024,
-                  overlap: int = 320, score_threshold: float = 0.5, mask_threshold: float = 0.5,
-                  seam_margin: float = 8.0, progress: Callable[[int, int], None] | None = None) -> list[Instance]:
+def segment_tiled(detect: Callable[[np.ndarray, int, int], dict[str, torch.Tensor]], image: np.ndarray, tile: int,
+                  overlap: int, score_threshold: float, mask_threshold: float, seam_margin: float = 8.0,
+                  progress: Callable[[int, int], None] | None = None) -> list[Instance]:
     """Instances of `image` (array or memory map, read a tile at a time) from `detect`,
     which maps a crop and its top-left corner (y, x) to detections in the crop's
-    coordinates (see `DoNet`; a model ignores the corner)."""
+    coordinates (see `DoNet`; a model ignores the corner). An image within one tile is
+    one tile. The settings' defaults are `inference.InferenceSettings`'."""
     if overlap >= tile:
         raise ValueError("overlap must be smaller than the tile")
     height, width = image.shape[:2]

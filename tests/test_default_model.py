@@ -65,7 +65,7 @@ def test_diameter_rescales_images_of_another_magnification(model, train_image):
     truth = [rescale(m.astype(float), 0.5, order=1) > 0.5 for m in train_image.masks(CellClass.CYTOPLASM)]
     found = donet.segment(model, small, diameter=model.config.cell_diameter / 2).masks(CellClass.CYTOPLASM)
     assert matched_cells(truth, list(found)) >= len(truth) - 1
-    with pytest.raises(DonetError, match="positive"):
+    with pytest.raises(DonetError, match="diameter"):
         donet.segment(model, small, diameter=0)
 
 

@@ -1,5 +1,6 @@
 """`donet predict` end to end: every export written, bad images and checkpoints reported."""
 
+import json
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 import donet
+import donet.inference
 from donet.data import SynthConfig, generate
 
 
@@ -40,6 +42,9 @@ def test_predict_writes_every_export_and_reports_bad_images(checkpoint, tmp_path
     assert "broken.png" in result.stderr and "not a readable image" in result.stderr
     out = tmp_path / "out"  # ...the others are written
     coco = COCO(str(out / "predictions.json"))
+    # The settings, declared once, are recorded beside the predictions.
+    assert json.loads((out / "settings.json").read_text()) == {**donet.inference.InferenceSettings().model_dump(),
+                                                                "score_threshold": 0.0}
     # The real input files, relative to the output folder.
     assert {img["file_name"] for img in coco.dataset["images"]} == {"../in/a.png", "../in/b16.tif", "../in/c.jpg"}
     for name in ("a", "b16", "c"):
@@ -57,6 +62,18 @@ def test_predict_leaves_nothing_when_no_image_could_be_segmented(checkpoint, tmp
                        "--out", tmp_path / "out")
     assert result.returncode == 1 and "none of the 2 images" in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.png", "empty.tif"]
+
+
+@pytest.mark.parametrize("options, problem", [(["--tile", 256, "--overlap", 300], "overlap must be smaller"),
+                                              (["--score-threshold", 1.5], "score_threshold"),
+                                              (["--diameter", -3], "diameter"),
+                                              (["--device", "tpu"], "device")])
+def test_predict_refuses_bad_settings_in_one_line_before_writing(checkpoint, tmp_path, options, problem):
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "a.png")
+    result = donet_cli("predict", tmp_path / "a.png", "--model", checkpoint, "--out", tmp_path / "o", *options)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error:") and problem in lines[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_predict_refuses_a_corrupt_or_foreign_checkpoint(checkpoint, tmp_path):

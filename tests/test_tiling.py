@@ -59,8 +59,8 @@ def test_tiled_equals_one_pass_with_no_duplicates_and_overlaps_kept():
                          overlap=(0.1, 0.3), mimics=(0, 0))
     sample = generate(0, config, seed=1)
     detect = FieldOfView(sample)
-    one_pass = segment_tiled(detect, sample.image, tile=1024, overlap=0)
-    tiled = segment_tiled(detect, sample.image, tile=384, overlap=160)
+    one_pass = segment_tiled(detect, sample.image, tile=1024, overlap=0, score_threshold=0.5, mask_threshold=0.5)
+    tiled = segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5, mask_threshold=0.5)
     assert len(one_pass) == len(sample.instances)
     assert sorted(i.rle["counts"] for i in tiled) == sorted(i.rle["counts"] for i in one_pass)
     cells = [i for i in tiled if i.category == CellClass.CYTOPLASM]

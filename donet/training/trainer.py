@@ -30,7 +30,7 @@ from ..data.instances import AnnotatedImage
 from ..data.stats import median_diameter
 from ..errors import DonetError
 from ..evaluation import evaluate, json_safe
-from ..inference import predict_dataset
+from ..inference import InferenceSettings, predict_dataset
 from ..modeling import DoNet, build_model, image_tensor, training_target
 from ..weights import load_weights, save_weights
 from .augment import photometric_jitter, random_flips
@@ -179,7 +179,7 @@ def segm_ap(results: dict) -> float:
 
 def validate(model: DoNet, dataset: Sequence[AnnotatedImage]) -> dict:
     try:
-        predictions = predict_dataset(model, dataset, score_threshold=0.0)
+        predictions = predict_dataset(model, dataset, InferenceSettings(score_threshold=0.0))
     finally:
         model.train()
     return evaluate(dataset, predictions)
