@@ -41,8 +41,9 @@ ImagesOption = Annotated[Optional[Path], typer.Option(
 
 
 def progress_bar() -> Progress:
+    # Off when stderr is no terminal: a log gets the results, not a cleared progress line.
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
 
 
 @app.command()
@@ -319,12 +320,14 @@ def predict_command(
         task = bar.add_task("segmenting", total=len(paths))
 
         def report(path: Path, problem: str | None) -> None:
-            if problem:
+            if problem and len(paths) > 1:  # a lone image's problem is the command's one error line
                 console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
             bar.advance(task)
 
         failures = predict_files(network, paths, folder, exports, settings, on_image=report)
         if len(failures) == len(paths):  # raising inside the block discards the folder
+            if len(paths) == 1:
+                raise DonetError(None, failures[0][1])
             raise DonetError(out, f"none of the {len(paths)} images could be segmented; nothing was written")
     console.print(f"segmented {len(paths) - len(failures)} of {len(paths)} images into {out}")
     if failures:

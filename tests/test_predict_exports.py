@@ -6,14 +6,16 @@ import sys
 
 import numpy as np
 import pytest
+import roifile
 import tifffile
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 import donet
 import donet.inference
-from donet.data import SynthConfig, generate
+from donet.data import CellClass, SynthConfig, generate
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +53,18 @@ def test_predict_writes_every_export_and_reports_bad_images(checkpoint, tmp_path
         for suffix in (".geojson", "_rois.zip", "_cytoplasm_layers.tif", "_overlay.png", "_heatmaps.png",
                        "_attention.png"):
             assert (out / f"{name}{suffix}").is_file(), f"{name}{suffix}"
+    # Every export holds the same cells as predictions.json.
+    image_id = next(i["id"] for i in coco.dataset["images"] if i["file_name"].endswith("a.png"))
+    cells = [mask_utils.decode(coco.annToRLE(a)).astype(bool) for a in coco.loadAnns(coco.getAnnIds([image_id]))
+             if a["category_id"] == int(CellClass.CYTOPLASM)]
+    assert len(cells) > 1
+    stack = tifffile.imread(out / "a_cytoplasm_layers.tif").reshape(-1, 128, 160)
+    from_stack = [(stack == label).any(axis=0) for label in np.unique(stack) if label]
+    assert sorted(m.tobytes() for m in from_stack) == sorted(m.tobytes() for m in cells)
+    features = json.loads((out / "a.geojson").read_text())["features"]
+    assert sum(f["properties"]["objectType"] == "cell" for f in features) == len(cells)
+    assert sum(r.name.startswith("cell-") and "-" not in r.name[5:] for r in roifile.roiread(out / "a_rois.zip")) \
+        == len(cells)
     again = donet_cli("predict", images / "a.png", "--model", checkpoint, "--out", out)
     assert again.returncode == 1 and "already exists" in again.stderr
 
