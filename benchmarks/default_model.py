@@ -2,6 +2,7 @@
 
     python benchmarks/default_model.py --out runs/default                 # the shipped model (CPU or GPU)
     python benchmarks/default_model.py --out runs/default --ship          # ... then write donet/models/
+    python benchmarks/default_model.py --out runs/default --ship --resume # after an interruption
     python benchmarks/default_model.py --out runs/ladder/maskrcnn --preset maskrcnn   # a ladder rung
     python benchmarks/default_model.py --out runs/split/no_gt --holdout --set attention_from_ground_truth=false
 
@@ -9,8 +10,8 @@ Trains `--preset` (default donet, light size) on $DONET_DATA/isbi2014/isbi2014_t
 recipe below and takes the FINAL checkpoint (nothing is selected on test90, or at all). It
 then evaluates on test90 (reporting only), or with `--holdout` trains on 36 of the 45 images
 and evaluates on the other 9 (every fifth image): that split is where levers are measured.
-`--set FIELD=VALUE` overrides a model field. Interrupted, the same command resumes the run
-from its last checkpoint. The device is CUDA where available (with mixed precision), else
+`--set FIELD=VALUE` overrides a model field. Interrupted, the same command with `--resume`
+continues the run from its last checkpoint. The device is CUDA where available (with mixed precision), else
 the CPU (2 threads by default).
 """
 
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", action="store_true", help="train on 36 images of train45, evaluate on 9")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="model field overrides")
+    parser.add_argument("--resume", action="store_true", help="continue the stopped run in --out")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ship", action="store_true", help="write the final model, float16, into donet/models/")
     parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT",
@@ -88,7 +90,7 @@ def main() -> None:
                                    else (None, open_dataset(DATA / "isbi2014_test")))
     started = time.perf_counter()
     if args.evaluate is None:
-        train(config, args.out, resume=(args.out / "config.json").is_file(), train_data=train_data)
+        train(config, args.out, resume=args.resume, train_data=train_data)
     seconds = time.perf_counter() - started
     checkpoint = args.evaluate or args.out / "model.safetensors"
     model = load_model(checkpoint)
