@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
@@ -26,15 +26,8 @@ from donet.export.figures import overlay
 from donet.inference import segment
 from donet.weights import load_model
 
-from default_model import DATA  # sibling script: the recipe's data
-
-
-def labelled(picture: np.ndarray, text: str) -> np.ndarray:
-    image = Image.fromarray(picture)
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, 8 + 7 * len(text), 18), fill=(0, 0, 0))
-    draw.text((4, 3), text, fill=(255, 255, 255))
-    return np.asarray(image)
+from default_model import DATA  # sibling scripts: the recipe's data, the labelled panels
+from ladder_overlays import labelled
 
 
 def overlap_share(sample) -> float:
