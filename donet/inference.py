@@ -83,8 +83,6 @@ def diameter_scale(model: DoNet, diameter: float | None) -> float:
     at (1 for None)."""
     if diameter is None:
         return 1.0
-    if diameter <= 0:
-        raise DonetError(None, f"the cell diameter must be positive (got {diameter})")
     if model.config.cell_diameter is None:
         raise DonetError(None, "this model records no training cell diameter (trained before donet recorded it); "
                                "retrain it, or leave --diameter out")
