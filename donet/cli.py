@@ -302,6 +302,8 @@ def predict_command(
     tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = \
         DEFAULTS.tile,
     overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = DEFAULTS.overlap,
+    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass (more keeps a GPU busy).")] = \
+        DEFAULTS.batch_size,
     coco: Annotated[bool, typer.Option(help="predictions.json: COCO, RLE masks, scores.")] = True,
     geojson: Annotated[bool, typer.Option(help="QuPath GeoJSON per image (cells with nucleusGeometry).")] = False,
     imagej: Annotated[bool, typer.Option(help="ImageJ/Fiji ROI zip per image.")] = False,
@@ -311,7 +313,7 @@ def predict_command(
 ) -> None:
     """Segment images; overlapping cells stay separate objects in every export."""
     settings = InferenceSettings.of(score_threshold=score_threshold, mask_threshold=mask_threshold, tile=tile,
-                                    overlap=overlap, diameter=diameter, device=device)
+                                    overlap=overlap, diameter=diameter, device=device, batch_size=batch_size)
     paths = expand_inputs(inputs)
     network = load_model(model).to(resolve_device(settings.device))
     diameter_scale(network, settings.diameter)  # refuse before anything is written

@@ -34,6 +34,7 @@ class InferenceSettings(BaseModel):
     # images': they are rescaled so cells match (Cellpose's convention). None: as in training.
     diameter: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(1, ge=1)  # tiles per forward pass: more keeps a GPU busy
 
     @model_validator(mode="after")
     def _check(self) -> InferenceSettings:
@@ -106,14 +107,14 @@ def input_size(model: DoNet, size: tuple[int, int], scale: float = 1.0):
 @torch.no_grad()
 def predict(model: DoNet, images: list[np.ndarray], scale: float = 1.0) -> list[dict[str, torch.Tensor]]:
     """Raw detections (see `DoNet`) for numpy images of any size, gray or colour, each at
-    the scale the model was trained at times `scale`, in the images' own coordinates."""
+    the scale the model was trained at times `scale`, in the images' own coordinates.
+    Images of one size (tiles) go through the network together."""
     model.eval()
     device = next(model.parameters()).device
-    detections = []
-    for image in images:
-        with input_size(model, image.shape[:2], scale):
-            detections += model([image_tensor(image).to(device)])
-    return detections
+    if len({image.shape[:2] for image in images}) > 1:
+        return [detection for image in images for detection in predict(model, [image], scale)]
+    with input_size(model, images[0].shape[:2], scale):
+        return model([image_tensor(image).to(device) for image in images])
 
 
 def segment_image(model: DoNet, image: np.ndarray, settings: InferenceSettings,
@@ -124,15 +125,15 @@ def segment_image(model: DoNet, image: np.ndarray, settings: InferenceSettings,
     tiles = 0
     first: dict | None = None
 
-    def detect(crop: np.ndarray, y: int, x: int) -> dict[str, torch.Tensor]:
+    def detect(crops: list[np.ndarray], corners: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
         nonlocal tiles, first
-        detection = predict(model, [crop], scale)[0]
-        tiles += 1
-        first = detection if tiles == 1 else None  # kept only while the image is one tile
-        return detection
+        detections = predict(model, crops, scale)
+        tiles += len(crops)
+        first = detections[0] if tiles == 1 else None  # kept only while the image is one tile
+        return detections
 
     instances = segment_tiled(detect, image, settings.tile, settings.overlap, settings.score_threshold,
-                              settings.mask_threshold, progress=progress)
+                              settings.mask_threshold, settings.batch_size, progress=progress)
     return instances, first
 
 

@@ -61,28 +61,31 @@ def _owner(value: float, boundaries: list[float]) -> int:
     return int(np.searchsorted(boundaries, value, side="right"))
 
 
-def segment_tiled(detect: Callable[[np.ndarray, int, int], dict[str, torch.Tensor]], image: np.ndarray, tile: int,
-                  overlap: int, score_threshold: float, mask_threshold: float, seam_margin: float = 8.0,
+def segment_tiled(detect: Callable[[list[np.ndarray], list[tuple[int, int]]], list[dict[str, torch.Tensor]]],
+                  image: np.ndarray, tile: int, overlap: int, score_threshold: float, mask_threshold: float,
+                  batch_size: int = 1, seam_margin: float = 8.0,
                   progress: Callable[[int, int], None] | None = None) -> list[Instance]:
     """Instances of `image` (array or memory map, read a tile at a time) from `detect`,
-    which maps a crop and its top-left corner (y, x) to detections in the crop's
-    coordinates (see `DoNet`; a model ignores the corner). An image within one tile is
-    one tile. The settings' defaults are `inference.InferenceSettings`'."""
+    which maps up to `batch_size` crops and their top-left corners (y, x) to detections in
+    each crop's coordinates (see `DoNet`; a model ignores the corners). An image within one
+    tile is one tile. The settings' defaults are `inference.InferenceSettings`'."""
     if overlap >= tile:
         raise ValueError("overlap must be smaller than the tile")
     height, width = image.shape[:2]
     rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
     row_seams, col_seams = seams(rows, tile), seams(cols, tile)
+    cells = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
     pieces: list[Piece] = []
-    total = len(rows) * len(cols)
-    for r, y0 in enumerate(rows):
-        for c, x0 in enumerate(cols):
+    for start in range(0, len(cells), batch_size):
+        batch = cells[start:start + batch_size]
+        corners = [(rows[r], cols[c]) for r, c in batch]
+        crops = [np.asarray(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
+        for (r, c), (y0, x0), crop, detection in zip(batch, corners, crops, detect(crops, corners)):
             index = r * len(cols) + c
-            crop = np.asarray(image[y0:y0 + tile, x0:x0 + tile])
-            pieces += _claimed(detect(crop, y0, x0), crop.shape[:2], y0, x0, index, (r, c), row_seams, col_seams,
+            pieces += _claimed(detection, crop.shape[:2], y0, x0, index, (r, c), row_seams, col_seams,
                                score_threshold, mask_threshold, seam_margin, (height, width))
             if progress:
-                progress(index + 1, total)
+                progress(index + 1, len(cells))
     pieces = _without_seam_duplicates(pieces, (height, width))
     return _instances(pieces, (height, width))
 

@@ -83,3 +83,12 @@ def test_predict_and_evaluate_use_it_when_no_model_is_named(train_image, tmp_pat
     assert run.returncode == 0, run.stderr
     results = json.loads((tmp_path / "eval.json").read_text())
     assert results["classes"]["cytoplasm"]["coco"]["ap50"] > 0.8
+
+
+def test_tiles_batched_in_one_forward_pass_give_the_same_cells(model, train_image):
+    wide = np.concatenate([train_image.image, train_image.image[:, ::-1]], axis=1)  # 512 x 1024: 3 tiles of 512
+    one = donet.segment(model, wide, tile=512, overlap=256, batch_size=1)
+    three = donet.segment(model, wide, tile=512, overlap=256, batch_size=3)
+    assert len(one.cells) == len(three.cells) >= 2 * len(train_image.cells) - 2
+    assert matched_cells(list(one.masks(CellClass.CYTOPLASM)), list(three.masks(CellClass.CYTOPLASM)), 0.95) \
+        == len(one.cells)

@@ -34,7 +34,10 @@ class FieldOfView:
     def __init__(self, sample):
         self.instances = sample.instances
 
-    def __call__(self, crop, y0, x0):
+    def __call__(self, crops, corners):
+        return [self.detect(crop, y0, x0) for crop, (y0, x0) in zip(crops, corners)]
+
+    def detect(self, crop, y0, x0):
         h, w = crop.shape[:2]
         boxes, labels, probs = [], [], []
         for inst in self.instances:
@@ -61,6 +64,9 @@ def test_tiled_equals_one_pass_with_no_duplicates_and_overlaps_kept():
     detect = FieldOfView(sample)
     one_pass = segment_tiled(detect, sample.image, tile=1024, overlap=0, score_threshold=0.5, mask_threshold=0.5)
     tiled = segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5, mask_threshold=0.5)
+    batched = segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5, mask_threshold=0.5,
+                            batch_size=4)
+    assert [(i.rle, i.parent) for i in batched] == [(i.rle, i.parent) for i in tiled]
     assert len(one_pass) == len(sample.instances)
     assert sorted(i.rle["counts"] for i in tiled) == sorted(i.rle["counts"] for i in one_pass)
     cells = [i for i in tiled if i.category == CellClass.CYTOPLASM]
