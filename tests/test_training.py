@@ -178,3 +178,12 @@ def test_python_and_cli_configs_take_the_same_schedule_of_the_size(synthetic, si
     assert round(min(python.train_scales) * min_size) == smallest_side
     # A shorter run keeps the schedule's shape.
     assert TrainConfig(size=size, train=spec, iterations=iterations // 10).lr_steps[0] == first_step // 10
+
+
+@pytest.mark.parametrize("change, problem", [({"iterations": 0}, "iterations"), ({"iterations": "many"}, "iterations"),
+                                             ({"size": "huge"}, "unknown size"), ({"train_sizes": [512]}, "train_sizes")])
+def test_a_bad_config_file_names_the_field_in_one_line(tmp_path, change, problem):
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"path": "data"}, **change}))
+    with pytest.raises(DonetError, match=problem) as error:
+        TrainConfig.load(tmp_path / "config.json")
+    assert "\n" not in str(error.value)

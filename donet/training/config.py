@@ -81,19 +81,21 @@ class TrainConfig(BaseModel):
         """Unset (or None) schedule fields from the size's `SCHEDULES` entry."""
         if not isinstance(data, dict):
             return data
-        size = data.get("size") or "light"
+        given = {k: v for k, v in data.items() if v is not None}
+        size = given.get("size", cls.model_fields["size"].default)
         if size not in SCHEDULES:
             raise ValueError(f"unknown size '{size}' (choose from {', '.join(SCHEDULES)})")
         schedule = SCHEDULES[size]
-        iterations = data.get("iterations") or schedule["iterations"]
-        defaults = {
-            "size": size, "optimizer": schedule["optimizer"], "iterations": iterations, "base_lr": schedule["base_lr"],
-            "warmup_iterations": int(iterations * schedule["warmup"]),
-            "lr_steps": tuple(int(iterations * f) for f in schedule["decay_at"]), "train_scales": schedule["scales"],
-            "clip_grad_norm": schedule["clip_grad_norm"], "checkpoint_period": schedule["checkpoint_period"],
-            "eval_period": max(1, int(iterations * schedule["eval_every"])), "log_period": schedule["log_period"],
-        }
-        return {**defaults, **{k: v for k, v in data.items() if v is not None}}
+        defaults = {"size": size, "optimizer": schedule["optimizer"], "iterations": schedule["iterations"],
+                    "base_lr": schedule["base_lr"], "train_scales": schedule["scales"],
+                    "clip_grad_norm": schedule["clip_grad_norm"], "checkpoint_period": schedule["checkpoint_period"],
+                    "log_period": schedule["log_period"]}
+        iterations = given.get("iterations", schedule["iterations"])
+        if isinstance(iterations, int) and iterations > 0:  # else the field's own check reports it
+            defaults |= {"warmup_iterations": int(iterations * schedule["warmup"]),
+                         "lr_steps": tuple(int(iterations * f) for f in schedule["decay_at"]),
+                         "eval_period": max(1, int(iterations * schedule["eval_every"]))}
+        return {**defaults, **given}
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -117,5 +119,9 @@ class TrainConfig(BaseModel):
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
             raise DonetError(path, "no such config file") from None
-        except (json.JSONDecodeError, ValidationError, TypeError) as exc:
-            raise DonetError(path, f"invalid training config: {str(exc).splitlines()[0]} ...") from None
+        except ValidationError as exc:
+            error = exc.errors()[0]  # the first problem, named by its field
+            where = ".".join(map(str, error["loc"]))
+            raise DonetError(path, f"invalid training config: {where + ': ' if where else ''}{error['msg']}") from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise DonetError(path, f"invalid training config: {str(exc).splitlines()[0]}") from None
