@@ -13,7 +13,8 @@ from .atomic import atomic_path
 from .errors import DonetError
 from .modeling import DoNet, ModelConfig
 
-# Fields that change the parameters' shapes or names: a checkpoint fits only a model that agrees on all.
+# Fields that change the parameters' shapes or names, or what the modules compute with them
+# (RoI sizes, the attention switch): a checkpoint fits only a model that agrees on all.
 ARCHITECTURE = ("drm", "crm", "mrp", "backbone", "fpn_channels", "mask_head_channels", "box_head_dim",
                 "concat_unit_depth", "fusion_unit_depth", "nucleus_mask_roi_size", "mrp_attention")
 # The scale the weights were trained at: it travels with them, whichever way they are loaded.

@@ -119,6 +119,10 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None,
     return Dataset(json_path, [Path(images[i]["file_name"]).stem for i in order], load)
 
 
+# pycocotools 2.0.9 and 2.0.10 copy a dataset's "info" in loadRes and fail without it.
+INFO = {"description": "written by donet"}
+
+
 def categories() -> list[dict]:
     return [{"id": int(c), "name": c.name.lower(), "supercategory": "cell"} for c in CellClass]
 
@@ -147,9 +151,7 @@ def to_coco(samples: Iterable[AnnotatedImage], file_names: Iterable[str] | None 
             if inst.score != 1.0:  # ground truth stays plain COCO; predictions carry scores
                 ann["score"] = float(inst.score)
             annotations.append(ann)
-    # "info": pycocotools 2.0.9 and 2.0.10 copy it in loadRes and fail without it.
-    return {"info": {"description": "written by donet"}, "images": images, "annotations": annotations,
-            "categories": categories()}
+    return {"info": INFO, "images": images, "annotations": annotations, "categories": categories()}
 
 
 def write_coco(path: str | Path, samples: Iterable[AnnotatedImage], file_names: Iterable[str] | None = None) -> None:

@@ -8,7 +8,7 @@ import io
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.coco import categories, rle_to_json
+from ..data.coco import INFO, categories, rle_to_json
 
 
 def segm_ap(truth: list[tuple[tuple[int, int], list]], predicted: list[list], max_dets: int) -> dict[int, dict]:
@@ -34,8 +34,7 @@ def segm_ap(truth: list[tuple[tuple[int, int], list]], predicted: list[list], ma
         return {c: {"ap": 0.0, "ap50": 0.0, "ap75": 0.0} for c in ids}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         ground_truth = COCO()
-        # "info": pycocotools 2.0.9 and 2.0.10 copy it in loadRes and fail without it.
-        ground_truth.dataset = {"info": {}, "images": images, "annotations": annotations,
+        ground_truth.dataset = {"info": INFO, "images": images, "annotations": annotations,
                                 "categories": categories()}
         ground_truth.createIndex()
         evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="segm")
