@@ -17,6 +17,7 @@ from rich.table import Table
 from .atomic import atomic_dir, write_text_atomic
 from .cross_validation import cross_validate
 from .demo import run_demo
+from .distributed import Processes
 from .data import ClusterAugmentor, DataFormat, SynthConfig, dataset_stats, generate, open_dataset, write_dataset
 from .data.coco import write_predictions
 from .errors import DonetError
@@ -40,10 +41,10 @@ ImagesOption = Annotated[Optional[Path], typer.Option(
     "--images", help="Image folder, or the ISBI2014 companion image .mat, when not found beside the annotations.")]
 
 
-def progress_bar() -> Progress:
+def progress_bar(enabled: bool = True) -> Progress:
     # Off when stderr is no terminal: a log gets the results, not a cleared progress line.
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, transient=True, disable=not console.is_terminal)
+                    console=console, transient=True, disable=not (enabled and console.is_terminal))
 
 
 @app.command()
@@ -310,30 +311,58 @@ def predict_command(
     labels: Annotated[bool, typer.Option(help="Per-class label stacks (one plane per overlap layer), TIFF.")] = False,
     overlay: Annotated[bool, typer.Option(help="Outline overlay PNG per image.")] = False,
     heatmaps: Annotated[bool, typer.Option(help="Fig. 6 heatmaps and the Fig. 3 attention map (untiled images).")] = False,
+    mpp: Annotated[Optional[float], typer.Option(
+        help="Whole slides: microns per level-0 pixel, where the file does not record it.", min=0.001)] = None,
+    skip_glass: Annotated[bool, typer.Option(help="Whole slides: run only the tiles a thumbnail shows cells in.")] = True,
 ) -> None:
-    """Segment images; overlapping cells stay separate objects in every export."""
+    """Segment images; overlapping cells stay separate objects in every export.
+
+    Whole slides (SVS, NDPI, MRXS, pyramidal or very large TIFF / OME-TIFF) are read lazily and
+    written as NAME.geojson (QuPath) and NAME.parquet (one row per instance) in level-0
+    coordinates, with slides.json. Under `torchrun --nproc_per_node N -m donet predict ...` the
+    images and each slide's tiles are spread over the processes; the outputs are the same."""
     settings = InferenceSettings.of(score_threshold=score_threshold, mask_threshold=mask_threshold, tile=tile,
                                     overlap=overlap, diameter=diameter, device=device, batch_size=batch_size)
     paths = expand_inputs(inputs)
-    network = load_model(model).to(resolve_device(settings.device))
+    processes = Processes.from_environment(settings.device)
+    network = load_model(model).to(processes.device(resolve_device(settings.device)))
     diameter_scale(network, settings.diameter)  # refuse before anything is written
     exports = Exports(coco=coco, geojson=geojson, imagej=imagej, labels=labels, overlay=overlay, heatmaps=heatmaps)
-    with atomic_dir(out) as folder, progress_bar() as bar:
-        task = bar.add_task("segmenting", total=len(paths))
+    try:
+        with processes.output_dir(out) as folder, progress_bar(enabled=processes.main) as bar:
+            task = bar.add_task("segmenting", total=len(paths))
 
-        def report(path: Path, problem: str | None) -> None:
-            if problem and len(paths) > 1:  # a lone image's problem is the command's one error line
-                console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
-            bar.advance(task)
+            tiles = bar.add_task("slide tiles", visible=False)
 
-        failures = predict_files(network, paths, folder, exports, settings, on_image=report)
-        if len(failures) == len(paths):  # raising inside the block discards the folder
-            if len(paths) == 1:
-                raise DonetError(None, failures[0][1])
-            raise DonetError(out, f"none of the {len(paths)} images could be segmented; nothing was written")
-    console.print(f"segmented {len(paths) - len(failures)} of {len(paths)} images into {out}")
+            def report(path: Path, problem: str | None) -> None:
+                if problem and len(paths) > 1:  # a lone image's problem is the command's one error line
+                    console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+                bar.advance(task)
+
+            def report_tiles(done: int, total: int) -> None:
+                bar.update(tiles, completed=done, total=total, visible=done < total)
+
+            failures = predict_files(network, paths, folder, exports, settings, on_image=report, mpp=mpp,
+                                     skip_glass=skip_glass, processes=processes, on_tiles=report_tiles)
+            if len(failures) == len(paths):  # raising inside the block discards the folder
+                if len(paths) == 1:
+                    raise DonetError(None, failures[0][1])
+                raise DonetError(out, f"none of the {len(paths)} images could be segmented; nothing was written")
+    finally:
+        processes.close()
+    if processes.main:
+        console.print(f"segmented {len(paths) - len(failures)} of {len(paths)} images into {out}")
+        for name, done in _slide_reports(out).items():
+            tiles = f", {done['tiles_run']} of {done['tiles']} tiles run" if done["tiles"] else ""
+            console.print(f"{name}: level {done['level']} ({done['scale_from']}){tiles}, {done['cells']} cells, "
+                          f"{done['nuclei']} nuclei, {done['seconds']} s", highlight=False)
     if failures:
         raise typer.Exit(1)
+
+
+def _slide_reports(out: Path) -> dict:
+    path = out / "slides.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 @app.command()

@@ -18,7 +18,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from .data.instances import AnnotatedImage, CellClass, Instance
 from .errors import DonetError
 from .modeling import DoNet, image_tensor
-from .tiling import segment_tiled
+from .tiling import Detect, instances, segment_tiled
 
 
 class InferenceSettings(BaseModel):
@@ -117,24 +117,29 @@ def predict(model: DoNet, images: list[np.ndarray], scale: float = 1.0) -> list[
         return model([image_tensor(image).to(device) for image in images])
 
 
+def detector(model: DoNet, scale: float = 1.0) -> Detect:
+    """What `tiling.segment_tiled` runs on each batch of tiles: `model` at `scale` (see `predict`)."""
+    return lambda crops, corners: predict(model, crops, scale)
+
+
 def segment_image(model: DoNet, image: np.ndarray, settings: InferenceSettings,
                   progress: Callable[[int, int], None] | None = None) -> tuple[list[Instance], dict | None]:
     """Instances of one image (array or memory map) under `settings`; also the model's raw
     detection when the image was a single tile (for the Fig. 6 heatmaps)."""
-    scale = diameter_scale(model, settings.diameter)
+    model_detect = detector(model, diameter_scale(model, settings.diameter))
     tiles = 0
     first: dict | None = None
 
     def detect(crops: list[np.ndarray], corners: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
         nonlocal tiles, first
-        detections = predict(model, crops, scale)
+        detections = model_detect(crops, corners)
         tiles += len(crops)
         first = detections[0] if tiles == 1 else None  # kept only while the image is one tile
         return detections
 
-    instances = segment_tiled(detect, image, settings.tile, settings.overlap, settings.score_threshold,
-                              settings.mask_threshold, settings.batch_size, progress=progress)
-    return instances, first
+    found = segment_tiled(detect, image, settings.tile, settings.overlap, settings.score_threshold,
+                          settings.mask_threshold, settings.batch_size, progress=progress)
+    return instances(found, image.shape[:2]), first
 
 
 def predict_dataset(model: DoNet, dataset: Sequence[AnnotatedImage], settings: InferenceSettings,

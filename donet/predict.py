@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import torch
 from .atomic import write_text_atomic
 from .data.coco import write_predictions
 from .data.imageio import IMAGE_SUFFIXES, read_image
+from .data.slide import OPENSLIDE_SUFFIXES, is_slide, open_slide
 from .data.instances import AnnotatedImage, CellClass
 from .errors import DonetError
 from .export.figures import attention_picture, heatmap_panel, overlay, save_png
@@ -22,9 +24,12 @@ from .export.imagej import write_roi_zip
 from .export.label_stack import write_label_stack
 from .export.qupath import write_geojson
 from .inference import InferenceSettings, probability_maps, segment_image
+from .distributed import Processes
 from .modeling import DoNet
+from .slides import segment_slide
 
 MAX_PIXELS = 2 ** 31  # beyond this a single plane no longer fits the RLE size fields
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".svs", *OPENSLIDE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
                 raise DonetError(item, "the pattern matches no file")
             found += [p for p in matches if p.is_file()]
         elif path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in INPUT_SUFFIXES)
         else:
             found.append(path)  # a missing file is reported when it is read
     if not found:
@@ -71,11 +76,13 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def unique_names(paths: list[Path]) -> list[str]:
+    """Output names: file names less their suffix (`.ome.tif` whole), numbered when repeated."""
     names, seen = [], {}
     for path in paths:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        names.append(path.stem if count == 0 else f"{path.stem}_{count + 1}")
+        stem = path.stem.removesuffix(".ome") if path.suffix.lower() in (".tif", ".tiff") else path.stem
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        names.append(stem if count == 0 else f"{stem}_{count + 1}")
     return names
 
 
@@ -117,27 +124,51 @@ def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, 
 
 
 def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Exports, settings: InferenceSettings,
-                  on_image: Callable[[Path, str | None], None] | None = None) -> list[tuple[Path, str]]:
+                  on_image: Callable[[Path, str | None], None] | None = None, mpp: float | None = None,
+                  skip_glass: bool = True, processes: Processes | None = None,
+                  on_tiles: Callable[[int, int], None] | None = None) -> list[tuple[Path, str]]:
     """Segment every image into `folder` under `settings` (written there as settings.json);
-    returns (path, problem) for each image that failed (the others are written regardless)."""
-    failures, found, sizes, files = [], {}, {}, {}
-    for path, name in zip(paths, unique_names(paths)):
+    returns (path, problem) for each image that failed (the others are written regardless).
+    Whole slides (see `data.slide.is_slide`) go to `slides.segment_slide`, at `mpp` where the
+    file does not say, and are listed in slides.json. With `processes`, each process takes
+    its share of the images (and of each slide's tiles) and process 0 writes the shared files.
+    `on_tiles(done, total)` follows a slide's tiles."""
+    processes = processes or Processes()
+    names = unique_names(paths)
+    failures, found, sizes, files, reports = [], {}, {}, {}, {}
+    for index, (path, name) in enumerate(zip(paths, names)):
+        slide = is_slide(path)
+        if not slide and index % processes.world != processes.rank:
+            continue
         try:
-            pixels = open_image(path)
-            instances, detection = segment_image(model, pixels, settings)
-            result = AnnotatedImage(name, pixels, instances)
-            write_exports(result, detection, folder, exports, settings.score_threshold)
-            found[name], sizes[name] = result.instances, result.size
-            # Relative to the output folder, as COCO tools resolve file names.
-            files[name] = Path(os.path.relpath(path.absolute(), folder.absolute())).as_posix()
+            if slide:
+                with open_slide(path, mpp) as opened:
+                    reports[name] = segment_slide(model, opened, name, folder, settings, skip_glass, processes,
+                                                  on_tiles)
+            else:
+                pixels = open_image(path)
+                instances, detection = segment_image(model, pixels, settings)
+                result = AnnotatedImage(name, pixels, instances)
+                write_exports(result, detection, folder, exports, settings.score_threshold)
+                found[name], sizes[name] = result.instances, result.size
+                # Relative to the output folder, as COCO tools resolve file names.
+                files[name] = Path(os.path.relpath(path.absolute(), folder.absolute())).as_posix()
             problem = None
         except DonetError as exc:
             problem = str(exc)
-            failures.append((path, problem))
+            if not slide or processes.main:  # every process meets a slide's problem: count it once
+                failures.append((index, path, problem))
         if on_image:
             on_image(path, problem)
-    if found:
+    # Every process learns what all found, in input order; process 0 writes the shared files.
+    parts = processes.all_gather((found, sizes, files, failures))
+    failures = [(path, problem) for _, path, problem in sorted(f for part in parts for f in part[3])]
+    merged = [{name: part[k][name] for part in parts for name in part[k]} for k in range(3)]
+    found, sizes, files = ({name: table[name] for name in names if name in table} for table in merged)
+    if processes.main and (found or reports):
         write_text_atomic(folder / "settings.json", settings.model_dump_json(indent=2))
-        if exports.coco:
+        if exports.coco and found:
             write_predictions(folder / "predictions.json", found, sizes, files)
+        if reports:
+            write_text_atomic(folder / "slides.json", json.dumps(reports, indent=2))
     return failures

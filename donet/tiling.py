@@ -9,14 +9,17 @@ pairs are reduced one-to-one (each detection pairs with at most one from the oth
 best IoU first, above 0.5), so two different overlapping cells are never fused, which
 intersection-over-smaller merging would do.
 
-Masks are kept as small crops plus offsets while tiles are processed and encoded straight
-into whole-image RLE, so memory grows with the number of cells, not with the image area.
+Rows of tiles are processed in order and a detection is final once the row after its own
+has been seen (nuclei one row later, when the cells they may belong to are final), so only
+a few rows of small mask crops are ever held: memory does not grow with the image. Tiles
+can be skipped (empty glass) and spread over processes; the result depends on neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,6 +28,8 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from .data.instances import CellClass, Instance, encode_at
 from .data.nuclei import assign_parents
+
+Detect = Callable[[list[np.ndarray], list[tuple[int, int]]], list[dict[str, torch.Tensor]]]
 
 
 @dataclass
@@ -39,9 +44,23 @@ class Piece:
     tile: int
     on_seam: bool = False
 
-    @property
-    def centre(self) -> tuple[float, float]:
-        return self.y + self.mask.shape[0] / 2, self.x + self.mask.shape[1] / 2
+
+@dataclass
+class Found:
+    """A final detection: its number (1, 2, ... in the order found) and its parent cell's."""
+
+    number: int
+    piece: Piece
+    parent: int | None = None
+
+
+class Share(Protocol):
+    """This process's part of a job spread over `world` processes (see `donet.distributed`)."""
+
+    rank: int
+    world: int
+
+    def all_gather(self, item: object) -> list: ...
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -57,37 +76,72 @@ def seams(starts: list[int], tile: int) -> list[float]:
     return [(starts[i + 1] + starts[i] + tile) / 2 for i in range(len(starts) - 1)]
 
 
-def _owner(value: float, boundaries: list[float]) -> int:
-    return int(np.searchsorted(boundaries, value, side="right"))
+@dataclass(frozen=True)
+class Grid:
+    """The tiles of an image of `height` x `width`: tile (r, c) has corner (rows[r], cols[c])."""
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+
+    def __post_init__(self):
+        if self.overlap >= self.tile:
+            raise ValueError("overlap must be smaller than the tile")
+
+    @property
+    def rows(self) -> list[int]:
+        return tile_starts(self.height, self.tile, self.overlap)
+
+    @property
+    def cols(self) -> list[int]:
+        return tile_starts(self.width, self.tile, self.overlap)
+
+    def __len__(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def owner(self, y: float, x: float) -> tuple[int, int]:
+        """The tile that owns the point (y, x)."""
+        return (int(np.searchsorted(seams(self.rows, self.tile), y, side="right")),
+                int(np.searchsorted(seams(self.cols, self.tile), x, side="right")))
 
 
-def segment_tiled(detect: Callable[[list[np.ndarray], list[tuple[int, int]]], list[dict[str, torch.Tensor]]],
-                  image: np.ndarray, tile: int, overlap: int, score_threshold: float, mask_threshold: float,
-                  batch_size: int = 1, seam_margin: float = 8.0,
-                  progress: Callable[[int, int], None] | None = None) -> list[Instance]:
-    """Instances of `image` (array or memory map, read a tile at a time) from `detect`,
-    which maps up to `batch_size` crops and their top-left corners (y, x) to detections in
-    each crop's coordinates (see `DoNet`; a model ignores the corners). An image within one
-    tile is one tile. The settings' defaults are `inference.InferenceSettings`'."""
-    if overlap >= tile:
-        raise ValueError("overlap must be smaller than the tile")
-    height, width = image.shape[:2]
-    rows, cols = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
-    row_seams, col_seams = seams(rows, tile), seams(cols, tile)
-    cells = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
-    pieces: list[Piece] = []
-    for start in range(0, len(cells), batch_size):
-        batch = cells[start:start + batch_size]
-        corners = [(rows[r], cols[c]) for r, c in batch]
-        crops = [np.asarray(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
-        for (r, c), (y0, x0), crop, detection in zip(batch, corners, crops, detect(crops, corners)):
-            index = r * len(cols) + c
-            pieces += _claimed(detection, crop.shape[:2], y0, x0, index, (r, c), row_seams, col_seams,
-                               score_threshold, mask_threshold, seam_margin, (height, width))
-            if progress:
-                progress(index + 1, len(cells))
-    pieces = _without_seam_duplicates(pieces, (height, width))
-    return _instances(pieces, (height, width))
+def segment_tiled(detect: Detect, image, tile: int, overlap: int, score_threshold: float, mask_threshold: float,
+                  batch_size: int = 1, seam_margin: float = 8.0, runs: Callable[[int, int, int, int], bool] | None = None,
+                  share: Share | None = None, progress: Callable[[int, int], None] | None = None) -> Iterator[Found]:
+    """Final detections of `image` (anything sliced as an (H, W[, C]) array and read a tile at
+    a time: an array, a memory map, a slide level), in tile-row order, from `detect`, which
+    maps up to `batch_size` crops and their top-left corners (y, x) to detections in each
+    crop's coordinates (see `DoNet`; a model ignores the corners). `runs(y, x, h, w)` says
+    whether a tile is worth running (default: all). With `share`, this process runs its
+    part of the tiles and all processes yield the same detections. Each cell is followed by
+    its nuclei. The settings' defaults are `inference.InferenceSettings`'."""
+    grid = Grid(image.shape[0], image.shape[1], tile, overlap)
+    rows, cols = grid.rows, grid.cols
+    wanted = [[c for c in range(len(cols)) if runs is None or runs(rows[r], cols[c], min(tile, grid.height),
+                                                                   min(tile, grid.width))]
+              for r in range(len(rows))]
+    total, done, turn = sum(map(len, wanted)), 0, 0
+    stitcher = Stitcher(grid)
+    for r, columns in enumerate(wanted):
+        # Turns go round the processes over the whole image, so short rows spread too.
+        mine = [c for i, c in enumerate(columns) if share is None or (turn + i) % share.world == share.rank]
+        turn += len(columns)
+        pieces: list[Piece] = []
+        for start in range(0, len(mine), batch_size):
+            batch = mine[start:start + batch_size]
+            corners = [(rows[r], cols[c]) for c in batch]
+            crops = [np.asarray(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
+            for c, crop, detection in zip(batch, crops, detect(crops, corners)):
+                pieces += _claimed(detection, grid, (r, c), crop.shape[:2], score_threshold, mask_threshold,
+                                   seam_margin)
+        if share is not None and share.world > 1:
+            pieces = sorted((p for part in share.all_gather(pieces) for p in part), key=lambda p: p.tile)
+        done += len(columns)
+        if progress and columns:
+            progress(done, total)
+        yield from stitcher.add_row(r, pieces)
+    yield from stitcher.finish()
 
 
 def _cut_by_tile_edge(boxes: np.ndarray, size, origin, image_size, tolerance: float = 1.0) -> np.ndarray:
@@ -105,28 +159,26 @@ def _cut_by_tile_edge(boxes: np.ndarray, size, origin, image_size, tolerance: fl
     return cut
 
 
-def _claimed(detection, size, y0, x0, index, cell, row_seams, col_seams, score_threshold, mask_threshold,
-             margin, image_size) -> list[Piece]:
+def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold, mask_threshold,
+             margin) -> list[Piece]:
     keep = detection["scores"] >= score_threshold
     boxes = detection["boxes"][keep]
     if len(boxes) == 0:
         return []
+    y0, x0 = grid.rows[cell[0]], grid.cols[cell[1]]
+    index = cell[0] * len(grid.cols) + cell[1]
     labels, scores, probs = detection["labels"][keep], detection["scores"][keep], detection["mask_probs"][keep]
     centres_y = (boxes[:, 1] + boxes[:, 3]).cpu().numpy() / 2 + y0
     centres_x = (boxes[:, 0] + boxes[:, 2]).cpu().numpy() / 2 + x0
-    cut = _cut_by_tile_edge(boxes.cpu().numpy(), size, (y0, x0), image_size)
-    claimed, on_seam = [], []
+    cut = _cut_by_tile_edge(boxes.cpu().numpy(), size, (y0, x0), (grid.height, grid.width))
+    pieces = []
     for k, (cy, cx) in enumerate(zip(centres_y, centres_x)):
         if cut[k]:
             continue  # seen in part only: a neighbour whose overlap holds it sees it whole
         # Owned with a margin: a centre near a seam is claimed by the tiles on both sides.
-        owners_y = {_owner(cy - margin, row_seams), _owner(cy + margin, row_seams)}
-        owners_x = {_owner(cx - margin, col_seams), _owner(cx + margin, col_seams)}
-        if cell[0] in owners_y and cell[1] in owners_x:
-            claimed.append(k)
-            on_seam.append(len(owners_y) > 1 or len(owners_x) > 1)
-    pieces = []
-    for k, seam in zip(claimed, on_seam):
+        owners = {grid.owner(cy + dy, cx + dx) for dy in (-margin, margin) for dx in (-margin, margin)}
+        if cell not in owners:
+            continue
         top, left, mask = paste_local(probs[k], boxes[k], mask_threshold)
         # Clip to the tile, then to the mask's own extent.
         mask = mask[max(0, -top):size[0] - top, max(0, -left):size[1] - left]
@@ -136,7 +188,7 @@ def _claimed(detection, size, y0, x0, index, cell, row_seams, col_seams, score_t
             continue
         crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         pieces.append(Piece(y0 + top + int(ys.min()), x0 + left + int(xs.min()), crop, CellClass(int(labels[k])),
-                            float(scores[k]), index, seam))
+                            float(scores[k]), index, len(owners) > 1))
     return pieces
 
 
@@ -152,17 +204,78 @@ def paste_local(prob: torch.Tensor, box: torch.Tensor, threshold: float) -> tupl
     return top, left, (pasted >= threshold).cpu().numpy()
 
 
-def _without_seam_duplicates(pieces: list[Piece], size: tuple[int, int]) -> list[Piece]:
-    """Drop the weaker of each cross-tile duplicate pair: best IoU first, and a detection
-    pairs with at most one detection of each other tile (a cell claimed at a corner has up
-    to four copies, one per tile; two different cells never pair with the same copy)."""
+class Stitcher:
+    """Takes the claimed pieces of each row of tiles in order and gives back final detections
+    in batches that each hold a cell together with its nuclei. A row's cells are final once
+    the next row's duplicates are removed, its nuclei a row later (when every cell they may
+    lie in is final), and a cell goes out with its nuclei a row after that: cells and nuclei
+    are narrower than a tile's stride, so a few rows are held at most."""
+
+    def __init__(self, grid: Grid):
+        self.grid = grid
+        self.pending: list[Piece] = []  # the last row's survivors, not yet compared with the next row
+        self.cells: dict[int, list[Found]] = {}  # final cells by row, until they go out
+        self.nuclei: dict[int, list[Piece]] = {}  # final nuclei by row, until their parents are known
+        self.children: dict[int, list[Found]] = {}  # nuclei by parent number, until the parent goes out
+        self.count = 0
+
+    def add_row(self, row: int, pieces: list[Piece]) -> list[Found]:
+        survivors = _without_seam_duplicates(self.pending, pieces, (self.grid.height, self.grid.width))
+        self._finalize(row - 1, [p for p in survivors if p.tile // len(self.grid.cols) < row])
+        self.pending = [p for p in survivors if p.tile // len(self.grid.cols) == row]
+        return self._resolve(row - 2) + self._release(row - 3)
+
+    def finish(self) -> list[Found]:
+        last = len(self.grid.rows) - 1
+        self._finalize(last, self.pending)
+        self.pending = []
+        orphans = [f for row in (last - 1, last) for f in self._resolve(row)]
+        return orphans + [f for row in (last - 2, last - 1, last) for f in self._release(row)]
+
+    def _finalize(self, row: int, pieces: list[Piece]) -> None:
+        self.cells[row] = []
+        for piece in pieces:
+            if piece.category is CellClass.CYTOPLASM:
+                self.count += 1
+                self.cells[row].append(Found(self.count, piece))
+        self.nuclei[row] = [p for p in pieces if p.category is CellClass.NUCLEUS]
+
+    def _resolve(self, row: int) -> list[Found]:
+        """Number the nuclei of `row` and link them to their cells; returns those with no cell."""
+        near = [cell for r in (row - 1, row, row + 1) for cell in self.cells.get(r, [])]
+        orphans = []
+        for nucleus in self.nuclei.pop(row, []):
+            self.count += 1
+            found = Found(self.count, nucleus, _parent(nucleus, near))
+            if found.parent is None:
+                orphans.append(found)
+            else:
+                self.children.setdefault(found.parent, []).append(found)
+        return orphans
+
+    def _release(self, row: int) -> list[Found]:
+        """The cells of `row`, each followed by its nuclei (all known by now)."""
+        out = []
+        for cell in self.cells.pop(row, []):
+            out += [cell, *self.children.pop(cell.number, [])]
+        return out
+
+
+def _without_seam_duplicates(earlier: list[Piece], new: list[Piece], size: tuple[int, int]) -> list[Piece]:
+    """`earlier` + `new` less the weaker of each cross-tile duplicate pair that involves a new
+    piece: best IoU first, and a detection pairs with at most one detection of each other tile
+    (a cell claimed at a corner has up to four copies, one per tile; two different cells
+    never pair with the same copy)."""
+    pieces = earlier + new
     seam_pieces = [i for i, p in enumerate(pieces) if p.on_seam]
-    if len(seam_pieces) < 2:
+    if len(seam_pieces) < 2 or not new:
         return pieces
     rles = [encode_at(pieces[i].mask, pieces[i].y, pieces[i].x, size) for i in seam_pieces]
     iou = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles))).reshape(len(rles), len(rles))
+    is_new = [i >= len(earlier) for i in seam_pieces]
     candidates = [(iou[a, b], a, b) for a in range(len(rles)) for b in range(a + 1, len(rles))
-                  if iou[a, b] > 0.5 and pieces[seam_pieces[a]].tile != pieces[seam_pieces[b]].tile
+                  if iou[a, b] > 0.5 and (is_new[a] or is_new[b])
+                  and pieces[seam_pieces[a]].tile != pieces[seam_pieces[b]].tile
                   and pieces[seam_pieces[a]].category == pieces[seam_pieces[b]].category]
     paired, dropped = set(), set()
     for _, a, b in sorted(candidates, reverse=True):
@@ -175,25 +288,20 @@ def _without_seam_duplicates(pieces: list[Piece], size: tuple[int, int]) -> list
     return [p for i, p in enumerate(pieces) if i not in dropped]
 
 
-def _instances(pieces: list[Piece], size: tuple[int, int]) -> list[Instance]:
-    """Cells then nuclei, nuclei linked to cells by the data layer's rule within their window."""
-    cells = [p for p in pieces if p.category is CellClass.CYTOPLASM]
-    nuclei = [p for p in pieces if p.category is CellClass.NUCLEUS]
-    instances = [Instance(i + 1, CellClass.CYTOPLASM, encode_at(p.mask, p.y, p.x, size), score=p.score)
-                 for i, p in enumerate(cells)]
-    for nucleus in nuclei:
-        instances.append(Instance(len(instances) + 1, CellClass.NUCLEUS, encode_at(nucleus.mask, nucleus.y, nucleus.x, size),
-                                  parent=_parent(nucleus, cells), score=nucleus.score))
-    return instances
+def instances(found: Iterator[Found], size: tuple[int, int]) -> list[Instance]:
+    """Whole-image instances (RLE over the full image) of final detections, by number."""
+    return [Instance(f.number, f.piece.category, encode_at(f.piece.mask, f.piece.y, f.piece.x, size),
+                     parent=f.parent, score=f.piece.score) for f in sorted(found, key=lambda f: f.number)]
 
 
-def _parent(nucleus: Piece, cells: list[Piece]) -> int | None:
+def _parent(nucleus: Piece, cells: list[Found]) -> int | None:
     """The parent rule of `data.nuclei`, evaluated in the window of the nucleus and the
     cells that touch it (the rule only depends on pixels under the nucleus)."""
     h, w = nucleus.mask.shape
     window = np.zeros((0, h, w), dtype=bool)
     touching = []
-    for number, cell in enumerate(cells, start=1):
+    for found in cells:
+        cell = found.piece
         top, left = max(cell.y, nucleus.y), max(cell.x, nucleus.x)
         bottom = min(cell.y + cell.mask.shape[0], nucleus.y + h)
         right = min(cell.x + cell.mask.shape[1], nucleus.x + w)
@@ -203,6 +311,6 @@ def _parent(nucleus: Piece, cells: list[Piece]) -> int | None:
         placed[0, top - nucleus.y:bottom - nucleus.y, left - nucleus.x:right - nucleus.x] = \
             cell.mask[top - cell.y:bottom - cell.y, left - cell.x:right - cell.x]
         window = np.concatenate([window, placed])
-        touching.append(number)
+        touching.append(found.number)
     choice = assign_parents([nucleus.mask], window)[0]
     return None if choice is None else touching[choice]

@@ -4,6 +4,9 @@ from pathlib import Path
 
 import pytest
 
+# Qt without a screen (the napari plugin's tests); set before any Qt application starts.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
 REPO = Path(__file__).resolve().parents[1]
 # The shared data lives beside the checkout; DONET_DATA points elsewhere.
 DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data"))
@@ -12,7 +15,7 @@ ISBI = DATA / "isbi2014"
 # donet.data, donet.evaluation and donet.export work without torch: without it (the second CI
 # leg, newest releases on the newest Python) only their tests are collected.
 NEEDS_TORCH = ["test_cli.py", "test_cli_engine.py", "test_default_model.py", "test_demo.py", "test_model.py",
-               "test_overfit.py", "test_predict_exports.py", "test_tiling.py", "test_training.py"]
+               "test_overfit.py", "test_predict_exports.py", "test_slides.py", "test_tiling.py", "test_training.py"]
 if importlib.util.find_spec("torch") is None:
     collect_ignore = NEEDS_TORCH
 

@@ -6,7 +6,7 @@ from torchvision.ops import roi_align
 from donet.data import CellClass, SynthConfig, generate
 from donet.data.nuclei import assign_parents
 from donet.data.instances import encode_at
-from donet.tiling import segment_tiled, tile_starts
+from donet.tiling import instances, segment_tiled, tile_starts
 
 
 def test_encode_at_equals_encoding_the_whole_mask():
@@ -62,10 +62,13 @@ def test_tiled_equals_one_pass_with_no_duplicates_and_overlaps_kept():
                          overlap=(0.1, 0.3), mimics=(0, 0))
     sample = generate(0, config, seed=1)
     detect = FieldOfView(sample)
-    one_pass = segment_tiled(detect, sample.image, tile=1024, overlap=0, score_threshold=0.5, mask_threshold=0.5)
-    tiled = segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5, mask_threshold=0.5)
-    batched = segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5, mask_threshold=0.5,
-                            batch_size=4)
+    size = sample.image.shape[:2]
+    one_pass = instances(segment_tiled(detect, sample.image, tile=1024, overlap=0, score_threshold=0.5,
+                                       mask_threshold=0.5), size)
+    tiled = instances(segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5,
+                                    mask_threshold=0.5), size)
+    batched = instances(segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5,
+                                      mask_threshold=0.5, batch_size=4), size)
     assert [(i.rle, i.parent) for i in batched] == [(i.rle, i.parent) for i in tiled]
     assert len(one_pass) == len(sample.instances)
     assert sorted(i.rle["counts"] for i in tiled) == sorted(i.rle["counts"] for i in one_pass)
@@ -80,3 +83,35 @@ def test_tiled_equals_one_pass_with_no_duplicates_and_overlaps_kept():
     whole_image = assign_parents([n.mask for n in nuclei], np.stack([c.mask for c in cells]))
     assert [n.parent for n in nuclei] == [None if p is None else cells[p].id for p in whole_image]
     assert sum(n.parent is not None for n in nuclei) >= 130
+
+
+def test_results_stream_out_row_by_row_and_skipped_tiles_give_nothing():
+    config = SynthConfig(size=(2400, 600), cells=(60, 60), clusters=(20, 20), cell_radius=(0.02, 0.03),
+                         overlap=(0.1, 0.3), mimics=(0, 0))
+    sample = generate(0, config, seed=2)
+    detect = FieldOfView(sample)
+    calls = []
+
+    def counting(crops, corners):
+        calls.extend(corners)
+        return detect(crops, corners)
+
+    size = sample.image.shape[:2]
+    first_out = None
+    found = []
+    for item in segment_tiled(counting, sample.image, tile=384, overlap=160, score_threshold=0.5, mask_threshold=0.5):
+        if first_out is None and item.piece.category == CellClass.CYTOPLASM:
+            first_out = len(calls)
+        found.append(item)
+    rows = len(tile_starts(2400, 384, 160))
+    assert first_out <= 4 * len(calls) // rows  # out after four rows of tiles, not at the end
+    everything = instances(found, size)
+    # Skipping the tiles of the left column loses exactly the cells those tiles own.
+    kept = instances(segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5,
+                                   mask_threshold=0.5, runs=lambda y, x, h, w: x > 0), size)
+    seam = (0 + 384 + tile_starts(600, 384, 160)[1]) / 2
+    owned_elsewhere = {i.rle["counts"] for i in everything if i.category == CellClass.CYTOPLASM
+                       and mask_utils.toBbox(i.rle)[0] + mask_utils.toBbox(i.rle)[2] / 2 > seam + 8}
+    cells_kept = {i.rle["counts"] for i in kept if i.category == CellClass.CYTOPLASM}
+    assert owned_elsewhere and owned_elsewhere <= cells_kept
+    assert all(mask_utils.toBbox(i.rle)[0] + mask_utils.toBbox(i.rle)[2] / 2 > seam - 8 for i in kept)

@@ -24,11 +24,14 @@ def mask_polygons(mask: np.ndarray, tolerance: float = 0.5) -> list[np.ndarray]:
     return [xy for _, xy in parts]
 
 
-def geojson_geometry(mask: np.ndarray) -> dict | None:
+def geojson_geometry(mask: np.ndarray, origin: tuple[float, float] = (0, 0), scale: float = 1.0) -> dict | None:
+    """Polygon(s) of `mask`; a mask crop whose top-left pixel lies at `origin` (x, y) of an
+    image `scale` times smaller than the output coordinates (a slide level) is placed there."""
     polygons = mask_polygons(mask)
     if not polygons:
         return None
-    rings = [[[round(float(x), 2), round(float(y), 2)] for x, y in polygon] for polygon in polygons]
+    rings = [[[round(float((x + origin[0]) * scale), 2), round(float((y + origin[1]) * scale), 2)]
+              for x, y in polygon] for polygon in polygons]
     rings = [ring if ring[0] == ring[-1] else ring + [ring[0]] for ring in rings]
     if len(rings) == 1:
         return {"type": "Polygon", "coordinates": [rings[0]]}

@@ -1,17 +1,29 @@
 """QuPath GeoJSON: cells as `cell` objects (cytoplasm geometry + `nucleusGeometry`), orphan
-nuclei as `detection` objects; QuPath imports the file by drag-and-drop."""
+nuclei as `detection` objects; QuPath imports the file by drag-and-drop. A whole slide's
+file is written feature by feature (`GeoJSONWriter`), never held whole."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
-from ..atomic import write_text_atomic
+from ..atomic import atomic_path, write_text_atomic
 from ..data.instances import AnnotatedImage, CellClass
 from .polygons import geojson_geometry
 
 COLOURS = {CellClass.CYTOPLASM: [0, 160, 255], CellClass.NUCLEUS: [255, 60, 60]}
+
+
+class Outline(NamedTuple):
+    """An instance as QuPath sees it: its GeoJSON geometry (None when empty) and score."""
+
+    id: int
+    geometry: dict | None
+    score: float
 
 
 def _feature(geometry: dict, object_type: str, category: CellClass, score: float, name: str) -> dict:
@@ -28,32 +40,57 @@ def _feature(geometry: dict, object_type: str, category: CellClass, score: float
     }
 
 
-def to_geojson(result: AnnotatedImage) -> dict:
+def cell_features(image: str, cell: Outline | None, nuclei: list[Outline]) -> list[dict]:
+    """A cell with its nuclei (or, with no cell, nuclei on their own) as features. QuPath's
+    cell holds one nucleus: the best-scoring; any other is exported alone."""
+    nuclei = sorted((n for n in nuclei if n.geometry is not None), key=lambda n: -n.score)
     features = []
-    nuclei_of: dict[int, list] = {}
-    for nucleus in result.nuclei:
-        nuclei_of.setdefault(nucleus.parent, []).append(nucleus)
-    for cell in result.cells:
-        geometry = geojson_geometry(cell.mask)
-        if geometry is None:
-            continue
-        feature = _feature(geometry, "cell", CellClass.CYTOPLASM, cell.score, f"{result.name}/cell/{cell.id}")
-        nuclei = sorted(nuclei_of.pop(cell.id, []), key=lambda n: -n.score)
+    if cell is not None and cell.geometry is not None:
+        feature = _feature(cell.geometry, "cell", CellClass.CYTOPLASM, cell.score, f"{image}/cell/{cell.id}")
         if nuclei:
-            # QuPath's cell holds one nucleus; a second one found in the cell is exported alone.
-            nucleus_geometry = geojson_geometry(nuclei[0].mask)
-            if nucleus_geometry is not None:
-                feature["nucleusGeometry"] = nucleus_geometry
-                feature["properties"]["measurements"]["nucleus score"] = round(nuclei[0].score, 4)
-            nuclei_of.setdefault(None, []).extend(nuclei[1:])
+            feature["nucleusGeometry"] = nuclei[0].geometry
+            feature["properties"]["measurements"]["nucleus score"] = round(nuclei[0].score, 4)
+            nuclei = nuclei[1:]
         features.append(feature)
-    for nucleus in (n for group in nuclei_of.values() for n in group):
-        geometry = geojson_geometry(nucleus.mask)
-        if geometry is not None:
-            features.append(_feature(geometry, "detection", CellClass.NUCLEUS, nucleus.score,
-                                     f"{result.name}/nucleus/{nucleus.id}"))
+    return features + [_feature(n.geometry, "detection", CellClass.NUCLEUS, n.score, f"{image}/nucleus/{n.id}")
+                       for n in nuclei]
+
+
+def to_geojson(result: AnnotatedImage) -> dict:
+    def outline(instance) -> Outline:
+        return Outline(instance.id, geojson_geometry(instance.mask), instance.score)
+
+    nuclei_of: dict[int | None, list] = {}
+    for nucleus in result.nuclei:
+        nuclei_of.setdefault(nucleus.parent, []).append(outline(nucleus))
+    features = []
+    for cell in result.cells:
+        features += cell_features(result.name, outline(cell), nuclei_of.pop(cell.id, []))
+    features += cell_features(result.name, None, [n for group in nuclei_of.values() for n in group])
     return {"type": "FeatureCollection", "features": features}
 
 
 def write_geojson(path: str | Path, result: AnnotatedImage) -> None:
     write_text_atomic(path, json.dumps(to_geojson(result)))
+
+
+class GeoJSONWriter:
+    """A FeatureCollection written as features arrive (see `open_geojson`)."""
+
+    def __init__(self, handle):
+        self.handle, self.count = handle, 0
+
+    def add(self, features: list[dict]) -> None:
+        for feature in features:
+            self.handle.write(("\n" if self.count == 0 else ",\n") + json.dumps(feature))
+            self.count += 1
+
+
+@contextmanager
+def open_geojson(path: str | Path) -> Iterator[GeoJSONWriter]:
+    """Write a FeatureCollection feature by feature; the file appears, complete, only when
+    the block succeeds."""
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        handle.write('{"type": "FeatureCollection", "features": [')
+        yield GeoJSONWriter(handle)
+        handle.write("\n]}\n")

@@ -1,0 +1,87 @@
+"""Prediction spread over the processes `torchrun` starts (one per GPU, or CPU processes),
+on one machine or many through torchrun's rendezvous.
+
+Each process segments its share (whole images, or the tiles of a slide) and the results
+are gathered so that every process holds what a single process would have found; process 0
+writes the outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .atomic import atomic_dir
+from .errors import DonetError
+
+
+class Processes:
+    """This process's place among the `world` processes of a run (`rank` 0 of 1 when not
+    started by torchrun)."""
+
+    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0):
+        self.rank, self.world, self.local_rank = rank, world, local_rank
+
+    @classmethod
+    def from_environment(cls, device: str = "auto") -> Processes:
+        """Join torchrun's process group when started by it (gloo on CPU, NCCL on GPUs)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), local_rank)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_gather(self, item: object) -> list:
+        """Every process's `item`, in rank order."""
+        if self.world == 1:
+            return [item]
+        gathered: list = [None] * self.world
+        dist.all_gather_object(gathered, item)
+        return gathered
+
+    def broadcast(self, item: object) -> object:
+        """Process 0's `item`, in every process."""
+        if self.world == 1:
+            return item
+        box = [item]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def device(self, device: torch.device) -> torch.device:
+        """One GPU per process on a machine."""
+        return torch.device("cuda", self.local_rank) if device.type == "cuda" and self.world > 1 else device
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+    @contextmanager
+    def output_dir(self, path: Path) -> Iterator[Path]:
+        """One new output folder for all processes, made by process 0 under a temporary name
+        and renamed when the block succeeds (see `atomic.atomic_dir`)."""
+        with ExitStack() as stack:
+            folder, problem = None, None
+            if self.main:
+                try:
+                    folder = stack.enter_context(atomic_dir(path))
+                except DonetError as exc:
+                    problem = str(exc)
+            folder, problem = self.broadcast((folder, problem))
+            if problem:
+                raise DonetError(None, problem)
+            yield folder
+            self.all_gather(None)  # every process has written its part before the rename

@@ -1,0 +1,130 @@
+"""Whole slides segmented at the right level, glass skipped, results the same over processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+from scipy.optimize import linear_sum_assignment
+from shapely.geometry import shape
+
+import donet
+from donet.data import CellClass, open_dataset
+from donet.data.instances import encode_mask
+from donet.data.slide import open_slide
+from donet.data.synthetic_slide import SyntheticSlide, write_pyramid
+from donet.inference import InferenceSettings
+from donet.slides import segment_slide
+
+OFFSET = 1024  # where the real image lies in the slide, level 0
+
+
+@pytest.fixture(scope="module")
+def real_cells(isbi):
+    """The last train45 image (10 overlapping cells), seen by the shipped model in training."""
+    return open_dataset(isbi / "isbi2014_train")[44]
+
+
+@pytest.fixture(scope="module")
+def slide_path(real_cells, tmp_path_factory):
+    """A 4096 x 4096 slide at 0.125 um/px holding the image scanned at twice its resolution:
+    level 1 (0.25 um/px) shows it at its own scale."""
+    gray = np.repeat(np.repeat(real_cells.image, 2, axis=0), 2, axis=1)
+    path = tmp_path_factory.mktemp("slides") / "real.ome.tif"
+    write_pyramid(path, SyntheticSlide(4096, 4096, [((OFFSET, OFFSET), np.stack([gray] * 3, axis=-1))]), mpp=0.125)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model():
+    network = donet.load_model()
+    network.config = network.config.model_copy(update={"microns_per_pixel": 0.25})
+    return network
+
+
+def rows_by_class(folder, name, category):
+    return [r for r in pq.read_table(folder / f"{name}.parquet").to_pylist() if r["class"] == category]
+
+
+def test_level_is_chosen_by_pixel_size_and_cells_come_back_at_level_0(model, slide_path, real_cells, tmp_path):
+    with open_slide(slide_path) as slide:
+        report = segment_slide(model, slide, "real", tmp_path, InferenceSettings(device="cpu"))
+    assert report["level"] == 1 and report["level_downsample"] == 2
+    cells = rows_by_class(tmp_path, "real", "cytoplasm")
+    window = 2 * 512
+    found = []
+    for row in cells:
+        mask = np.zeros((4096, 4096), bool)
+        box = mask_utils.decode({"size": [row["height"], row["width"]], "counts": row["rle"].encode()})
+        mask[row["y"]:row["y"] + row["height"], row["x"]:row["x"] + row["width"]] = box
+        found.append(mask[OFFSET:OFFSET + window, OFFSET:OFFSET + window])
+        assert row["area"] == box.sum()
+    truth = [np.repeat(np.repeat(m, 2, axis=0), 2, axis=1) for m in real_cells.masks(CellClass.CYTOPLASM)]
+    ious = np.asarray(mask_utils.iou([encode_mask(m) for m in found], [encode_mask(m) for m in truth],
+                                     [0] * len(truth)))
+    rows, cols = linear_sum_assignment(-ious)
+    assert (ious[rows, cols] > 0.5).sum() >= len(truth) - 1
+    nuclei = rows_by_class(tmp_path, "real", "nucleus")
+    assert nuclei and all(n["parent"] in {c["id"] for c in cells} for n in nuclei if n["parent"] is not None)
+    geojson = json.loads((tmp_path / "real.geojson").read_text())
+    assert sum(f["properties"]["objectType"] == "cell" for f in geojson["features"]) == len(cells)
+    # Outlines in level-0 coordinates, where the table's boxes are.
+    boxes = {f"real/cell/{c['id']}": (c["x"], c["y"], c["x"] + c["width"], c["y"] + c["height"]) for c in cells}
+    for feature in geojson["features"]:
+        if feature["properties"]["objectType"] == "cell":
+            bounds = shape(feature["geometry"]).bounds
+            assert np.abs(np.subtract(bounds, boxes[feature["properties"]["name"]])).max() <= 2
+
+
+def test_skipped_glass_changes_nothing_but_the_time(model, slide_path, tmp_path):
+    settings = InferenceSettings(device="cpu", tile=512, overlap=160)
+    reports = {}
+    for skip in (True, False):
+        (tmp_path / str(skip)).mkdir()
+        with open_slide(slide_path) as slide:
+            reports[skip] = segment_slide(model, slide, "real", tmp_path / str(skip), settings, skip_glass=skip)
+    assert reports[True]["tiles_run"] <= reports[True]["tiles"] / 2 and reports[False]["tiles_run"] is None
+    assert pq.read_table(tmp_path / "True" / "real.parquet").equals(pq.read_table(tmp_path / "False" / "real.parquet"))
+
+
+def test_glass_alone_is_skipped_whole(model, tmp_path):
+    path = tmp_path / "glass.ome.tif"
+    write_pyramid(path, SyntheticSlide(2048, 2048), mpp=0.25)
+    with open_slide(path) as slide:
+        report = segment_slide(model, slide, "glass", tmp_path, InferenceSettings(device="cpu"))
+    assert report["tiles_run"] == 0 and report["cells"] == report["nuclei"] == 0
+    assert pq.read_table(tmp_path / "glass.parquet").num_rows == 0
+    assert json.loads((tmp_path / "glass.geojson").read_text())["features"] == []
+
+
+@pytest.mark.slow
+def test_two_processes_give_what_one_gives(slide_path, real_cells, tmp_path):
+    images = []
+    for k in range(3):  # whole images too: they are shared out by file
+        images.append(tmp_path / f"field{k}.png")
+        Image.fromarray(np.roll(real_cells.image, 100 * k, axis=1)).save(images[-1])
+    # One thread per process in both runs (torchrun's default): the same arithmetic.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["predict", str(slide_path), *map(str, images), "--device", "cpu", "--mpp", "0.25",
+              "--tile", "512", "--overlap", "160"]
+    for out, launcher in (("one", [sys.executable, "-m", "donet"]),
+                          ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                   "-m", "donet"])):
+        done = subprocess.run([*launcher, *common, "--out", str(tmp_path / out)], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())
+    assert pq.read_table(one / "real.parquet").num_rows > 10
+    assert pq.read_table(one / "real.parquet").equals(pq.read_table(two / "real.parquet"))
+    for name in ("real.geojson", "predictions.json"):
+        assert (one / name).read_text() == (two / name).read_text()
+    predictions = json.loads((one / "predictions.json").read_text())
+    assert [image["file_name"].rsplit("/", 1)[-1] for image in predictions["images"]] == [p.name for p in images]
+    slides = json.loads((two / "slides.json").read_text())
+    assert slides["real"]["level"] == 0 and slides["real"]["mpp"] == 0.25
