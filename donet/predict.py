@@ -158,7 +158,7 @@ def predict_files(model: DoNet, paths: list[Path], folder: Path, exports: Export
             problem = str(exc)
             if not slide or processes.main:  # every process meets a slide's problem: count it once
                 failures.append((index, path, problem))
-        if on_image:
+        if on_image and (not slide or processes.main):  # a slide is reported once
             on_image(path, problem)
     # Every process learns what all found, in input order; process 0 writes the shared files.
     parts = processes.all_gather((found, sizes, files, failures))
