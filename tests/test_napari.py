@@ -118,3 +118,18 @@ def test_widget_segments_an_image_layer(qtbot, isbi):
     assert len(viewer.layers["field nuclei"].data) >= len(real.cells) - 1
     assert {"field intersection", "field complement", "field attention"} <= {layer.name for layer in viewer.layers}
     assert widget.status.value.startswith("field:")
+
+
+def test_widget_segments_the_visible_region_in_image_coordinates(qtbot, isbi):
+    real = open_dataset(isbi / "isbi2014_train")[44]
+    viewer = ViewerModel()
+    image = viewer.add_image(real.image, name="field")
+    image.corner_pixels = np.array([[96, 128], [415, 447]])  # what the canvas shows, as napari sets it
+    widget = SegmentWidget(viewer)
+    widget.image.value, widget.device.value, widget.visible_only.value = image, "cpu", True
+    widget.run()
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=120_000)
+    assert widget.status.value.startswith("field:")
+    polygons = np.concatenate(viewer.layers["field cells"].data)
+    assert len(viewer.layers["field cells"].data) >= 1
+    assert (polygons.min(axis=0) >= [96, 128]).all() and (polygons.max(axis=0) <= [416, 448]).all()
