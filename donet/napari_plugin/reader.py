@@ -10,11 +10,9 @@ import numpy as np
 from ..data.coco import segmentation_rle
 from ..data.imageio import read_image
 from ..data.instances import CellClass, Instance
-from ..data.slide import is_slide, open_slide
+from ..data.slide import OPENSLIDE_SUFFIXES, TIFF_SUFFIXES, is_slide, open_slide
 from ..errors import DonetError
 from .layers import LAYER_NAMES, instance_layers, shapes_layer
-
-SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".tif", ".tiff")
 
 
 def get_reader(path):
@@ -29,7 +27,7 @@ def get_reader(path):
         return read_coco
     if suffix == ".zip":
         return read_roi_zip
-    if suffix in SLIDE_SUFFIXES and is_slide(path):
+    if suffix in TIFF_SUFFIXES + OPENSLIDE_SUFFIXES and is_slide(path):
         return read_slide
     return None
 
