@@ -288,7 +288,8 @@ def cv_command(
 
 @app.command("predict")
 def predict_command(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns (PNG, TIFF, JPEG; whole slides: SVS, NDPI, MRXS, OME-TIFF...).")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="Image files, folders or glob patterns (PNG, TIFF, JPEG; whole slides: SVS, NDPI, MRXS, OME-TIFF...).")],
     out: Annotated[Path, typer.Option(help="New folder for the outputs.")],
     model: Annotated[Optional[Path], typer.Option(
         help="Checkpoint (.safetensors) from `donet train` or `donet demo` (default: the model that ships with "
