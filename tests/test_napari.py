@@ -56,6 +56,20 @@ def test_reads_coco_predictions_as_overlapping_polygons(make_napari_viewer, samp
     assert set(viewer.layers["nuclei"].properties["parent"]) <= set(viewer.layers["cells"].properties["id"]) | {-1}
 
 
+def test_reads_coco_polygon_annotations(make_napari_viewer, sample, tmp_path):
+    from donet.export.polygons import mask_polygons
+
+    path = tmp_path / "annotations.json"
+    write_predictions(path, {"cells": sample.instances}, {"cells": sample.size})
+    data = json.loads(path.read_text())
+    for annotation, instance in zip(data["annotations"], sample.instances):
+        annotation["segmentation"] = [p.ravel().tolist() for p in mask_polygons(instance.mask)]  # x, y, x, y...
+    path.write_text(json.dumps(data))
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="donet")
+    check_layers(viewer, sample)
+
+
 def test_reads_qupath_geojson_and_imagej_rois(make_napari_viewer, sample, tmp_path):
     write_geojson(tmp_path / "cells.geojson", sample)
     write_roi_zip(tmp_path / "cells_rois.zip", sample)
