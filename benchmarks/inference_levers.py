@@ -1,5 +1,6 @@
 """Inference-time levers for mask precision, measured on the train45 split (never on test90):
-the mask threshold, and the scale the model sees the image at.
+the mask threshold (the same for cells and nuclei here), and the scale the model sees the
+image at.
 
     python benchmarks/inference_levers.py --model runs/cpu_holdout/model.safetensors
 
@@ -37,7 +38,8 @@ def main() -> None:
     settings = [(t, 1.0) for t in args.thresholds] + [(0.5, s) for s in args.scales if s != 1.0]
     for threshold, scale in settings:
         started = time.perf_counter()
-        options = InferenceSettings(score_threshold=0.0, mask_threshold=threshold, device="cpu",
+        options = InferenceSettings(score_threshold=0.0, mask_threshold=threshold, nucleus_mask_threshold=threshold,
+                                    device="cpu",
                                     diameter=model.config.cell_diameter / scale)
         classes = evaluate(held_out, predict_dataset(model, held_out, options))["classes"]
         print(json.dumps({"mask_threshold": threshold, "scale": scale,

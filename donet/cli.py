@@ -300,7 +300,10 @@ def predict_command(
              "training size (as in Cellpose). Default: as the training images.")] = None,
     score_threshold: Annotated[float, typer.Option(help="Keep detections scoring at least this.")] = \
         DEFAULTS.score_threshold,
-    mask_threshold: Annotated[float, typer.Option(help="RoI mask probability a pixel needs.")] = DEFAULTS.mask_threshold,
+    mask_threshold: Annotated[float, typer.Option(help="RoI mask probability a cell's pixel needs.")] = \
+        DEFAULTS.mask_threshold,
+    nucleus_mask_threshold: Annotated[float, typer.Option(help="RoI mask probability a nucleus's pixel needs.")] = \
+        DEFAULTS.nucleus_mask_threshold,
     tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = \
         DEFAULTS.tile,
     overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = DEFAULTS.overlap,
@@ -322,8 +325,9 @@ def predict_command(
     written as NAME.geojson (QuPath) and NAME.parquet (one row per instance) in level-0
     coordinates, with slides.json. Under `torchrun --nproc_per_node N -m donet predict ...` the
     images and each slide's tiles are spread over the processes; the outputs are the same."""
-    settings = InferenceSettings.of(score_threshold=score_threshold, mask_threshold=mask_threshold, tile=tile,
-                                    overlap=overlap, diameter=diameter, device=device, batch_size=batch_size)
+    settings = InferenceSettings.of(score_threshold=score_threshold, mask_threshold=mask_threshold,
+                                    nucleus_mask_threshold=nucleus_mask_threshold, tile=tile, overlap=overlap,
+                                    diameter=diameter, device=device, batch_size=batch_size)
     paths = expand_inputs(inputs)
     processes = Processes.from_environment(settings.device)
     network = load_model(model).to(processes.device(resolve_device(settings.device)))

@@ -48,7 +48,7 @@ def segment_slide(model: DoNet, slide: Slide, name: str, folder: Path, settings:
         return tissue.runs(y, x, height, width, level.downsample)
 
     found = segment_tiled(detector(model, level.downsample / wanted), level, settings.tile, settings.overlap,
-                          settings.score_threshold, settings.mask_threshold, settings.batch_size,
+                          settings.score_threshold, settings.mask_thresholds, settings.batch_size,
                           runs=runs if tissue else None, share=share, progress=progress)
     counts = {CellClass.CYTOPLASM: 0, CellClass.NUCLEUS: 0}
     if share is None or share.rank == 0:

@@ -17,7 +17,7 @@ can be skipped (empty glass) and spread over processes; the result depends on ne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,17 +106,20 @@ class Grid:
                 int(np.searchsorted(seams(self.cols, self.tile), x, side="right")))
 
 
-def segment_tiled(detect: Detect, image, tile: int, overlap: int, score_threshold: float, mask_threshold: float,
+def segment_tiled(detect: Detect, image, tile: int, overlap: int, score_threshold: float,
+                  mask_threshold: float | Mapping[CellClass, float],
                   batch_size: int = 1, seam_margin: float = 8.0, runs: Callable[[int, int, int, int], bool] | None = None,
                   share: Share | None = None, progress: Callable[[int, int], None] | None = None) -> Iterator[Found]:
     """Final detections of `image` (anything sliced as an (H, W[, C]) array and read a tile at
     a time: an array, a memory map, a slide level), in tile-row order, from `detect`, which
     maps up to `batch_size` crops and their top-left corners (y, x) to detections in each
-    crop's coordinates (see `DoNet`; a model ignores the corners). `runs(y, x, h, w)` says
+    crop's coordinates (see `DoNet`; a model ignores the corners), thresholding masks at
+    `mask_threshold` (one for all, or per class). `runs(y, x, h, w)` says
     whether a tile is worth running (default: all). With `share`, this process runs its
     part of the tiles and all processes yield the same detections. Each cell is followed by
     its nuclei. The settings' defaults are `inference.InferenceSettings`'."""
     grid = Grid(image.shape[0], image.shape[1], tile, overlap)
+    thresholds = mask_threshold if isinstance(mask_threshold, Mapping) else dict.fromkeys(CellClass, mask_threshold)
     rows, cols = grid.rows, grid.cols
     wanted = [[c for c in range(len(cols)) if runs is None or runs(rows[r], cols[c], min(tile, grid.height),
                                                                    min(tile, grid.width))]
@@ -133,7 +136,7 @@ def segment_tiled(detect: Detect, image, tile: int, overlap: int, score_threshol
             corners = [(rows[r], cols[c]) for c in batch]
             crops = [np.asarray(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
             for c, crop, detection in zip(batch, crops, detect(crops, corners)):
-                pieces += _claimed(detection, grid, (r, c), crop.shape[:2], score_threshold, mask_threshold,
+                pieces += _claimed(detection, grid, (r, c), crop.shape[:2], score_threshold, thresholds,
                                    seam_margin)
         if share is not None and share.world > 1:
             pieces = sorted((p for part in share.all_gather(pieces) for p in part), key=lambda p: p.tile)
@@ -159,8 +162,8 @@ def _cut_by_tile_edge(boxes: np.ndarray, size, origin, image_size, tolerance: fl
     return cut
 
 
-def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold, mask_threshold,
-             margin) -> list[Piece]:
+def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold,
+             thresholds: Mapping[CellClass, float], margin) -> list[Piece]:
     keep = detection["scores"] >= score_threshold
     boxes = detection["boxes"][keep]
     if len(boxes) == 0:
@@ -179,7 +182,8 @@ def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold
         owners = {grid.owner(cy + dy, cx + dx) for dy in (-margin, margin) for dx in (-margin, margin)}
         if cell not in owners:
             continue
-        top, left, mask = paste_local(probs[k], boxes[k], mask_threshold)
+        category = CellClass(int(labels[k]))
+        top, left, mask = paste_local(probs[k], boxes[k], thresholds[category])
         # Clip to the tile, then to the mask's own extent.
         mask = mask[max(0, -top):size[0] - top, max(0, -left):size[1] - left]
         top, left = max(top, 0), max(left, 0)
@@ -187,7 +191,7 @@ def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold
         if ys.size == 0:
             continue
         crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-        pieces.append(Piece(y0 + top + int(ys.min()), x0 + left + int(xs.min()), crop, CellClass(int(labels[k])),
+        pieces.append(Piece(y0 + top + int(ys.min()), x0 + left + int(xs.min()), crop, category,
                             float(scores[k]), index, len(owners) > 1))
     return pieces
 

@@ -115,3 +115,20 @@ def test_results_stream_out_row_by_row_and_skipped_tiles_give_nothing():
     cells_kept = {i.rle["counts"] for i in kept if i.category == CellClass.CYTOPLASM}
     assert owned_elsewhere and owned_elsewhere <= cells_kept
     assert all(mask_utils.toBbox(i.rle)[0] + mask_utils.toBbox(i.rle)[2] / 2 > seam - 8 for i in kept)
+
+
+def test_cells_and_nuclei_have_their_own_mask_threshold():
+    config = SynthConfig(size=(384, 384), cells=(8, 8), clusters=(2, 2), mimics=(0, 0))
+    sample = generate(0, config, seed=4)
+    size = sample.image.shape[:2]
+
+    def run(thresholds):
+        found = instances(segment_tiled(FieldOfView(sample), sample.image, tile=512, overlap=0, score_threshold=0.5,
+                                        mask_threshold=thresholds), size)
+        return ({i.id: i.area for i in found if i.category == CellClass.CYTOPLASM},
+                {i.id: i.area for i in found if i.category == CellClass.NUCLEUS})
+
+    cells, nuclei = run(0.5)
+    same_cells, smaller_nuclei = run({CellClass.CYTOPLASM: 0.5, CellClass.NUCLEUS: 0.9})
+    assert same_cells == cells
+    assert smaller_nuclei.keys() == nuclei.keys() and all(smaller_nuclei[k] < nuclei[k] for k in nuclei)
