@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -89,21 +90,22 @@ class Grid:
         if self.overlap >= self.tile:
             raise ValueError("overlap must be smaller than the tile")
 
-    @property
+    @cached_property
     def rows(self) -> list[int]:
         return tile_starts(self.height, self.tile, self.overlap)
 
-    @property
+    @cached_property
     def cols(self) -> list[int]:
         return tile_starts(self.width, self.tile, self.overlap)
 
-    def __len__(self) -> int:
-        return len(self.rows) * len(self.cols)
+    @cached_property
+    def _seams(self) -> tuple[list[float], list[float]]:
+        return seams(self.rows, self.tile), seams(self.cols, self.tile)
 
     def owner(self, y: float, x: float) -> tuple[int, int]:
         """The tile that owns the point (y, x)."""
-        return (int(np.searchsorted(seams(self.rows, self.tile), y, side="right")),
-                int(np.searchsorted(seams(self.cols, self.tile), x, side="right")))
+        row_seams, col_seams = self._seams
+        return (int(np.searchsorted(row_seams, y, side="right")), int(np.searchsorted(col_seams, x, side="right")))
 
 
 def segment_tiled(detect: Detect, image, tile: int, overlap: int, score_threshold: float,
