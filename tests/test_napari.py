@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 from shapely.geometry import Polygon  # noqa: E402
 
-from donet.data import CellClass, SynthConfig, generate, open_dataset, read_coco  # noqa: E402
+from donet.data import CellClass, SynthConfig, generate, open_dataset  # noqa: E402
 from donet.data.coco import write_predictions  # noqa: E402
 from donet.data.instances import AnnotatedImage  # noqa: E402
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid  # noqa: E402
