@@ -16,15 +16,15 @@ import torch
 from .atomic import write_text_atomic
 from .data.coco import write_predictions
 from .data.imageio import IMAGE_SUFFIXES, read_image
-from .data.slide import OPENSLIDE_SUFFIXES, is_slide, open_slide
 from .data.instances import AnnotatedImage, CellClass
+from .data.slide import OPENSLIDE_SUFFIXES, is_slide, open_slide
+from .distributed import Processes
 from .errors import DonetError
 from .export.figures import attention_picture, heatmap_panel, overlay, save_png
 from .export.imagej import write_roi_zip
 from .export.label_stack import write_label_stack
 from .export.qupath import write_geojson
 from .inference import InferenceSettings, probability_maps, segment_image
-from .distributed import Processes
 from .modeling import DoNet
 from .slides import segment_slide
 
