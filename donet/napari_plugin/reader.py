@@ -21,9 +21,10 @@ def get_reader(path):
         return None if len(path) != 1 else get_reader(path[0])
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".geojson" or (suffix == ".json" and _json_kind(path) == "geojson"):
+    kind = _json_kind(path) if suffix == ".json" else None  # parsed once: predictions can be large
+    if suffix == ".geojson" or kind == "geojson":
         return read_geojson
-    if suffix == ".json" and _json_kind(path) == "coco":
+    if kind == "coco":
         return read_coco
     if suffix == ".zip":
         return read_roi_zip
