@@ -26,10 +26,10 @@ import torch
 from donet.atomic import write_text_atomic
 from donet.data import open_dataset
 from donet.evaluation import evaluate, json_safe
-from donet.inference import InferenceSettings, predict_dataset
+from donet.inference import Segmenter
 from donet.modeling import LADDER, SIZES
 from donet.training import ClusterAugmentation, DataSpec, TrainConfig, train
-from donet.weights import load_model
+from donet.modeling.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "isbi2014"
@@ -53,8 +53,8 @@ def run_one(out: Path, preset: str, seed: int, iterations: int, cluster_aug: flo
     train(config, out, resume=(out / "config.json").is_file())
     seconds = time.perf_counter() - started
     test90 = open_dataset(DATA / "isbi2014_test")
-    results = evaluate(test90, predict_dataset(load_model(out / "model.safetensors"), test90,
-                                               InferenceSettings(score_threshold=0.0)))
+    segmenter = Segmenter.keeping_every_detection(load_model(out / "model.safetensors"))
+    results = evaluate(test90, segmenter.instances_by_name(test90))
     results["training_seconds_this_session"] = round(seconds, 1)
     write_text_atomic(result_path, json.dumps(json_safe(results), indent=2))
     return results

@@ -28,9 +28,9 @@ import torch
 from donet.atomic import write_text_atomic
 from donet.data import open_dataset
 from donet.evaluation import evaluate, json_safe
-from donet.inference import InferenceSettings, predict_dataset
+from donet.inference import Segmenter
 from donet.training import DataSpec, TrainConfig, train
-from donet.weights import DEFAULT_MODEL, load_model, save_weights
+from donet.modeling.weights import DEFAULT_MODEL, load_model, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "isbi2014"
@@ -89,10 +89,8 @@ def main() -> None:
         train(config, args.out, resume=args.resume, train_data=train_data)
     seconds = time.perf_counter() - started
     checkpoint = args.evaluate or args.out / "model.safetensors"
-    model = load_model(checkpoint)
-    if torch.cuda.is_available():
-        model = model.cuda()
-    results = evaluate(evaluation_data, predict_dataset(model, evaluation_data, InferenceSettings(score_threshold=0.0)))
+    segmenter = Segmenter.keeping_every_detection(load_model(checkpoint))
+    results = evaluate(evaluation_data, segmenter.instances_by_name(evaluation_data))
     results["evaluated_on"] = "train45 held-out 9 (every fifth image)" if args.holdout else "test90"
     results["checkpoint"] = str(checkpoint)
     results["training_seconds_this_session"] = round(seconds, 1)

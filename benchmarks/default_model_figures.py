@@ -24,7 +24,7 @@ from donet.data import CellClass, open_dataset
 from donet.data.decomposition import coverage
 from donet.export.figures import overlay
 from donet.inference import segment
-from donet.weights import load_model
+from donet.modeling.weights import load_model
 
 from default_model import DATA  # sibling scripts: the recipe's data, the labelled panels
 from ladder_overlays import labelled

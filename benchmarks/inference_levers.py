@@ -20,8 +20,8 @@ import torch
 
 from donet.data import open_dataset
 from donet.evaluation import evaluate
-from donet.inference import InferenceSettings, predict_dataset
-from donet.weights import load_model
+from donet.inference import Segmenter
+from donet.modeling.weights import load_model
 
 from default_model import DATA, holdout_split
 
@@ -38,10 +38,9 @@ def main() -> None:
     settings = [(t, 1.0) for t in args.thresholds] + [(0.5, s) for s in args.scales if s != 1.0]
     for threshold, scale in settings:
         started = time.perf_counter()
-        options = InferenceSettings(score_threshold=0.0, mask_threshold=threshold, nucleus_mask_threshold=threshold,
-                                    device="cpu",
-                                    diameter=model.config.cell_diameter / scale)
-        classes = evaluate(held_out, predict_dataset(model, held_out, options))["classes"]
+        segmenter = Segmenter.keeping_every_detection(model, mask_threshold=threshold, nucleus_mask_threshold=threshold,
+                                                      device="cpu", diameter=model.config.cell_diameter / scale)
+        classes = evaluate(held_out, segmenter.instances_by_name(held_out))["classes"]
         print(json.dumps({"mask_threshold": threshold, "scale": scale,
                           **{f"{c} mAP": round(100 * classes[c]["coco"]["ap"], 2) for c in ("cytoplasm", "nucleus")},
                           "nucleus AP75": round(100 * classes["nucleus"]["coco"]["ap75"], 2),

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from donet.data import CellClass, open_dataset
 from donet.export.figures import overlay
 from donet.inference import segment
-from donet.weights import load_model
+from donet.modeling.weights import load_model
 
 from ablation_ladder import DATA, run_folder  # sibling script: same data and run layout
 

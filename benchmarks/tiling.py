@@ -50,9 +50,9 @@ def peak_rss_mib() -> float:
 def child(model: str, image: str, tile: int, overlap: int, out: str, scale_caps: float) -> None:
     import torch
 
-    from donet.inference import InferenceSettings, segment_image
-    from donet.predict import open_image
-    from donet.weights import load_model, read_checkpoint
+    from donet.inference import Segmenter
+    from donet.inference.files import open_image
+    from donet.modeling.weights import load_model, read_checkpoint
 
     torch.set_num_threads(2)
     # One pass over a whole large image: proposal and detection caps grow with its area, so
@@ -62,7 +62,7 @@ def child(model: str, image: str, tile: int, overlap: int, out: str, scale_caps:
         "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "detections_per_img")})
     pixels = open_image(Path(image))
     start = time.perf_counter()
-    instances, _ = segment_image(network, pixels, InferenceSettings(tile=tile, overlap=overlap))
+    instances = Segmenter(network, tile=tile, overlap=overlap).segment(pixels).instances
     elapsed = time.perf_counter() - start
     peak = peak_rss_mib()
     Path(out).write_text(json.dumps({"seconds": elapsed, "peak_mib": peak, "instances": len(instances),

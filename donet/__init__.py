@@ -2,6 +2,9 @@
 
     model = donet.load_model()                    # the shipped model; or a checkpoint path
     result = donet.segment(model, image)          # AnnotatedImage of overlapping instances
+    segmenter = donet.Segmenter(model, batch_size=8)
+    for done in segmenter.segment_many(paths):    # batched across images, read ahead
+        ...
     model = donet.build_model("donet")            # preset: maskrcnn, drm, drm_crm, donet
 
 The model API needs torch; `donet.data`, `donet.evaluation` and `donet.export` do not, so
@@ -13,9 +16,9 @@ import importlib
 __version__ = "0.1.0"
 
 _MODEL_API = {
-    "predict": "inference", "segment": "inference",
+    "segment": "inference", "Segmenter": "inference", "InferenceSettings": "inference",
     "DoNet": "modeling", "ModelConfig": "modeling", "build_model": "modeling", "preset_config": "modeling",
-    "load_model": "weights", "load_weights": "weights", "save_weights": "weights",
+    "load_model": "modeling.weights", "load_weights": "modeling.weights", "save_weights": "modeling.weights",
 }
 
 __all__ = sorted(_MODEL_API)

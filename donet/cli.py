@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import numpy as np
 import typer
@@ -14,23 +14,34 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from . import __version__
 from .atomic import atomic_dir, write_text_atomic
-from .cross_validation import cross_validate
-from .demo import run_demo
-from .distributed import Processes
 from .data import ClusterAugmentor, DataFormat, SynthConfig, dataset_stats, generate, open_dataset, write_dataset
 from .data.coco import write_predictions
 from .errors import DonetError
 from .evaluation import evaluate, json_safe, read_predictions, table_rows
 from .evaluation.evaluate import TABLE_ROWS
-from .inference import InferenceSettings, diameter_scale, predict_dataset
-from .predict import Exports, expand_inputs, predict_files, resolve_device
-from .training import ClusterAugmentation, DataSpec, TrainConfig
-from .training import train as train_model
-from .weights import load_model
+from .inference.settings import InferenceSettings
 
+if TYPE_CHECKING:
+    from .training import TrainConfig
+
+# torch and everything that needs it are imported inside the commands that run a model, so
+# --help, --version and argument errors answer at once.
 app = typer.Typer(help="DoNet: instance segmentation of overlapping, translucent cells.",
                   pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"donet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = False) -> None:
+    """DoNet: instance segmentation of overlapping, translucent cells."""
 data_app = typer.Typer(help="Inspect annotated datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
@@ -138,6 +149,8 @@ def stats(
 def _train_config(preset: str, size: str, train_path: Path | None, train_format, train_images, val_path, val_format,
                   val_images, iterations, seed, lr, batch_size, cluster_aug, config_file, eval_period=None,
                   checkpoint_period=None, brightness=None, contrast=None) -> TrainConfig:
+    from .training import ClusterAugmentation, DataSpec, TrainConfig
+
     if config_file is not None:
         return TrainConfig.load(config_file)
     if train_path is None:
@@ -191,6 +204,8 @@ def train_command(
     run_config = None if resume else _train_config(preset, size, train, train_format, train_images, val, val_format,
                                                     val_images, iterations, seed, lr, batch_size, cluster_aug, config,
                                                     eval_period, checkpoint_period, brightness, contrast)
+    from .training import train as train_model
+
     summary = train_model(run_config, out, resume=resume, console=console)
     validations = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                    if r["kind"] == "validation"]
@@ -234,11 +249,13 @@ def evaluate_command(
     truth = open_dataset(gt, gt_format, gt_images)
     if predictions is None:
         # Every detection: AP ranks them, and the protocols apply their own thresholds.
-        settings = InferenceSettings.of(score_threshold=0.0, device=device)
-        network = load_model(model).to(resolve_device(settings.device))
+        from .inference import Segmenter
+        from .modeling.weights import load_model
+
+        segmenter = Segmenter.keeping_every_detection(load_model(model), device=device)
         with progress_bar() as bar:
             task = bar.add_task("predicting", total=len(truth))
-            found = predict_dataset(network, truth, settings, progress=lambda: bar.advance(task))
+            found = segmenter.instances_by_name(truth, progress=lambda: bar.advance(task))
         if save_predictions is not None:
             write_predictions(save_predictions, found, {s.name: s.size for s in truth})
     else:
@@ -268,6 +285,8 @@ def cv_command(
     resume: Annotated[bool, typer.Option(help="Keep finished folds and continue an interrupted one.")] = False,
 ) -> None:
     """k-fold cross-validation: mean and standard deviation of every metric over folds."""
+    from .cross_validation import cross_validate
+
     config = _train_config(preset, size, data, data_format, images, None, None, None, iterations, seed, None, None,
                            0.0, None)
     try:
@@ -307,8 +326,11 @@ def predict_command(
     tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = \
         DEFAULTS.tile,
     overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = DEFAULTS.overlap,
-    batch_size: Annotated[int, typer.Option(help="Tiles per forward pass (more keeps a GPU busy).")] = \
-        DEFAULTS.batch_size,
+    batch_size: Annotated[int, typer.Option(
+        help="Images or tiles per forward pass (more keeps a GPU busy).")] = DEFAULTS.batch_size,
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast, CUDA only).")] = DEFAULTS.precision,
+    workers: Annotated[int, typer.Option(help="Threads reading the next images while the model runs.")] = \
+        DEFAULTS.workers,
     coco: Annotated[bool, typer.Option(help="predictions.json: COCO, RLE masks, scores.")] = True,
     geojson: Annotated[bool, typer.Option(help="QuPath GeoJSON per image (cells with nucleusGeometry).")] = False,
     imagej: Annotated[bool, typer.Option(help="ImageJ/Fiji ROI zip per image.")] = False,
@@ -316,8 +338,9 @@ def predict_command(
     overlay: Annotated[bool, typer.Option(help="Outline overlay PNG per image.")] = False,
     heatmaps: Annotated[bool, typer.Option(help="Fig. 6 heatmaps and the Fig. 3 attention map (untiled images).")] = False,
     mpp: Annotated[Optional[float], typer.Option(
-        help="Whole slides: microns per level-0 pixel, where the file does not record it.", min=0.001)] = None,
-    skip_glass: Annotated[bool, typer.Option(help="Whole slides: run only the tiles a thumbnail shows cells in.")] = True,
+        help="Whole slides: microns per level-0 pixel, where the file does not record it.")] = None,
+    skip_glass: Annotated[bool, typer.Option(help="Whole slides: run only the tiles a thumbnail shows cells in.")] = \
+        DEFAULTS.skip_glass,
 ) -> None:
     """Segment images; overlapping cells stay separate objects in every export.
 
@@ -327,47 +350,48 @@ def predict_command(
     images and each slide's tiles are spread over the processes; the outputs are the same."""
     settings = InferenceSettings.of(score_threshold=score_threshold, mask_threshold=mask_threshold,
                                     nucleus_mask_threshold=nucleus_mask_threshold, tile=tile, overlap=overlap,
-                                    diameter=diameter, device=device, batch_size=batch_size)
+                                    diameter=diameter, mpp=mpp, skip_glass=skip_glass, device=device,
+                                    batch_size=batch_size, precision=precision, workers=workers)
+    from .distributed import Processes
+    from .inference import Exports, InputReport, Segmenter, expand_inputs, segment_files
+    from .modeling.weights import load_model
+
     paths = expand_inputs(inputs)
     processes = Processes.from_environment(settings.device)
-    network = load_model(model).to(processes.device(resolve_device(settings.device)))
-    diameter_scale(network, settings.diameter)  # refuse before anything is written
+    segmenter = Segmenter(load_model(model), settings, processes)  # refuses a bad setting before anything is written
     exports = Exports(coco=coco, geojson=geojson, imagej=imagej, labels=labels, overlay=overlay, heatmaps=heatmaps)
     try:
         with processes.output_dir(out) as folder, progress_bar(enabled=processes.main) as bar:
             task = bar.add_task("segmenting", total=len(paths))
-
             tiles = bar.add_task("slide tiles", visible=False)
 
-            def report(path: Path, problem: str | None) -> None:
-                if problem and len(paths) > 1:  # a lone image's problem is the command's one error line
-                    console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+            def done(item: InputReport) -> None:
+                if item.problem and len(paths) > 1:  # a lone image's problem is the command's one error line
+                    console.print(f"[red]error:[/red] {item.problem}", highlight=False, soft_wrap=True)
                 bar.advance(task)
 
             def report_tiles(done: int, total: int) -> None:
                 bar.update(tiles, completed=done, total=total, visible=done < total)
 
-            failures = predict_files(network, paths, folder, exports, settings, on_image=report, mpp=mpp,
-                                     skip_glass=skip_glass, processes=processes, on_tiles=report_tiles)
+            report = segment_files(segmenter, paths, folder, exports, on_input=done, on_tiles=report_tiles)
+            failures = report.failures
             if len(failures) == len(paths):  # raising inside the block discards the folder
                 if len(paths) == 1:
-                    raise DonetError(None, failures[0][1])
+                    raise DonetError(None, failures[0].problem)
                 raise DonetError(out, f"none of the {len(paths)} images could be segmented; nothing was written")
     finally:
         processes.close()
     if processes.main:
         console.print(f"segmented {len(paths) - len(failures)} of {len(paths)} images into {out}")
-        for name, done in _slide_reports(out).items():
-            tiles = f", {done['tiles_run']} of {done['tiles']} tiles run" if done["tiles"] else ""
-            console.print(f"{name}: level {done['level']} ({done['scale_from']}){tiles}, {done['cells']} cells, "
-                          f"{done['nuclei']} nuclei, {done['seconds']} s", highlight=False)
+        for item in report.inputs:
+            if item.slide is not None:
+                slide = item.slide
+                tiles = f", {slide['tiles_run']} of {slide['tiles']} tiles run" if slide["tiles"] else ""
+                console.print(f"{item.name}: level {slide['level']} ({slide['scale_from']}){tiles}, "
+                              f"{slide['cells']} cells, {slide['nuclei']} nuclei, {slide['seconds']} s",
+                              highlight=False)
     if failures:
         raise typer.Exit(1)
-
-
-def _slide_reports(out: Path) -> dict:
-    path = out / "slides.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 @app.command()
@@ -379,6 +403,8 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the data and the run.")] = 0,
 ) -> None:
     """The main job on built-in data: synthesize, train, predict, evaluate, report (no data or network needed)."""
+    from .demo import run_demo
+
     report = run_demo(out, train_images=images, iterations=iterations, seed=seed, console=console)
     results = json.loads((out / "evaluation.json").read_text())
     print_results(results, "demo: held-out synthetic images")

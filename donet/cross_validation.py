@@ -11,9 +11,9 @@ import numpy as np
 from .atomic import ensure_new_dir, write_text_atomic
 from .data import Dataset
 from .evaluation import evaluate, json_safe
-from .inference import InferenceSettings, predict_dataset
+from .inference import Segmenter
 from .training import TrainConfig, train
-from .weights import load_model
+from .modeling.weights import load_model
 
 
 def folds_of(size: int, folds: int, seed: int) -> list[list[int]]:
@@ -59,8 +59,8 @@ def cross_validate(config: TrainConfig, dataset: Dataset, folds: int, out: str |
         training = [i for i in range(len(dataset)) if i not in set(held_out)]
         train(config, fold_dir, resume=resume and fold_dir.exists(), train_data=subset(dataset, training))
         test = subset(dataset, held_out)
-        predictions = predict_dataset(load_model(fold_dir / "model.safetensors"), test,
-                                      InferenceSettings(score_threshold=0.0))
+        segmenter = Segmenter.keeping_every_detection(load_model(fold_dir / "model.safetensors"))
+        predictions = segmenter.instances_by_name(test)
         results = evaluate(test, predictions)
         write_text_atomic(result_path, json.dumps(json_safe(results), indent=2))
         per_fold.append(results)

@@ -17,11 +17,10 @@ from .atomic import atomic_dir, write_text_atomic
 from .data import SynthConfig, generate, open_dataset, write_dataset
 from .evaluation import evaluate, json_safe
 from .export.figures import overlay, save_png
-from .inference import InferenceSettings, predict_dataset
-from .predict import Exports, predict_files
+from .inference import Exports, InferenceSettings, Segmenter, segment_files
+from .modeling.weights import load_model
 from .report import write_report
 from .training import DataSpec, TrainConfig, train
-from .weights import load_model
 
 IMAGE_SIZE = 320
 SYNTH = SynthConfig(size=(IMAGE_SIZE, IMAGE_SIZE), cells=(2, 6), cell_radius=(0.1, 0.18), overlap=(0.1, 0.3))
@@ -58,14 +57,14 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
         val_dir = folder / "data" / "val" / "images"
         paths = sorted(val_dir.glob("*.png"))
         (folder / "predictions").mkdir()
-        failures = predict_files(model, paths, folder / "predictions",
-                                 Exports(geojson=True, overlay=True, heatmaps=True), InferenceSettings())
-        if failures:
-            raise RuntimeError(f"prediction failed: {failures[0][1]}")
+        report = segment_files(Segmenter(model, InferenceSettings()), paths, folder / "predictions",
+                               Exports(geojson=True, overlay=True, heatmaps=True))
+        if report.failures:
+            raise RuntimeError(f"prediction failed: {report.failures[0].problem}")
 
         console.print("[bold]4/5[/bold] evaluating against the ground truth")
         truth = open_dataset(folder / "data" / "val")
-        results = evaluate(truth, predict_dataset(model, truth, InferenceSettings(score_threshold=0.0)),
+        results = evaluate(truth, Segmenter.keeping_every_detection(model).instances_by_name(truth),
                            paper_score_threshold=0.5)
         write_text_atomic(folder / "evaluation.json", json.dumps(json_safe(results), indent=2))
 

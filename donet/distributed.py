@@ -1,9 +1,9 @@
-"""Prediction spread over the processes `torchrun` starts (one per GPU, or CPU processes),
-on one machine or many through torchrun's rendezvous.
+"""Work spread over the processes `torchrun` starts (one per GPU, or CPU processes), on one
+machine or many through torchrun's rendezvous: one context for training and inference.
 
-Each process segments its share (whole images, or the tiles of a slide) and the results
-are gathered so that every process holds what a single process would have found; process 0
-writes the outputs.
+Training averages gradients (DDP) and losses over the processes. Inference has each process
+segment its share (whole images, or the tiles of a slide) and gathers the results so that
+every process holds what a single process would have found. Process 0 writes the outputs.
 """
 
 from __future__ import annotations
@@ -44,6 +44,18 @@ class Processes:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """`value` averaged over the processes."""
+        if self.world > 1:
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value /= self.world
+        return value
 
     def all_gather(self, item: object) -> list:
         """Every process's `item`, in rank order."""

@@ -15,7 +15,7 @@ import donet
 from donet.data import CellClass, open_dataset, write_dataset
 from donet.data.instances import encode_mask
 from donet.errors import DonetError
-from donet.weights import DEFAULT_MODEL
+from donet.modeling.weights import DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")

@@ -169,7 +169,7 @@ def test_every_way_of_loading_predicts_at_the_checkpoint_scale(tmp_path):
     by_file = donet.load_model(tmp_path / "m.safetensors")
     into_preset = donet.load_weights(build_model("donet"), tmp_path / "m.safetensors")  # built for 512 px
     assert into_preset.config.min_size == 320 and into_preset.config.cell_diameter == 50.0
-    first, second = donet.predict(by_file, [image])[0], donet.predict(into_preset, [image])[0]
+    first, second = donet.Segmenter(by_file).detect([image])[0], donet.Segmenter(into_preset).detect([image])[0]
     assert len(first["boxes"]) > 0 and torch.equal(first["boxes"], second["boxes"])
     with pytest.raises(DonetError, match="nucleus_mask_roi_size"):
         donet.load_weights(build_model("donet", nucleus_mask_roi_size=28), tmp_path / "m.safetensors")

@@ -18,8 +18,8 @@ from donet.data import CellClass, open_dataset
 from donet.data.instances import encode_mask
 from donet.data.slide import open_slide
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid
-from donet.inference import InferenceSettings
-from donet.slides import segment_slide
+from donet.inference import InferenceSettings, Segmenter
+from donet.inference.files import write_slide
 
 OFFSET = 1024  # where the real image lies in the slide, level 0
 
@@ -45,6 +45,12 @@ def model():
     network = donet.load_model()
     network.config = network.config.model_copy(update={"microns_per_pixel": 0.25})
     return network
+
+
+def segment_slide(model, slide, name, folder, settings):
+    run = Segmenter(model, settings).segment_slide(slide)
+    assert write_slide(run, name, folder, main=True) == [f"{name}.geojson", f"{name}.parquet"]
+    return run.report()
 
 
 def rows_by_class(folder, name, category):
@@ -82,12 +88,12 @@ def test_level_is_chosen_by_pixel_size_and_cells_come_back_at_level_0(model, sli
 
 
 def test_skipped_glass_changes_nothing_but_the_time(model, slide_path, tmp_path):
-    settings = InferenceSettings(device="cpu", tile=512, overlap=160)
     reports = {}
     for skip in (True, False):
         (tmp_path / str(skip)).mkdir()
+        settings = InferenceSettings(device="cpu", tile=512, overlap=160, skip_glass=skip)
         with open_slide(slide_path) as slide:
-            reports[skip] = segment_slide(model, slide, "real", tmp_path / str(skip), settings, skip_glass=skip)
+            reports[skip] = segment_slide(model, slide, "real", tmp_path / str(skip), settings)
     assert reports[True]["tiles_run"] <= reports[True]["tiles"] / 2 and reports[False]["tiles_run"] is None
     assert pq.read_table(tmp_path / "True" / "real.parquet").equals(pq.read_table(tmp_path / "False" / "real.parquet"))
 

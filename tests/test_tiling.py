@@ -6,7 +6,7 @@ from torchvision.ops import roi_align
 from donet.data import CellClass, SynthConfig, generate
 from donet.data.nuclei import assign_parents
 from donet.data.instances import encode_at
-from donet.tiling import instances, segment_tiled, tile_starts
+from donet.inference.tiling import instances, segment_tiled, tile_starts
 
 
 def test_encode_at_equals_encoding_the_whole_mask():

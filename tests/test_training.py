@@ -16,7 +16,7 @@ from donet.training import DataSpec, RunPaths, TrainConfig, TrainingDiverged, tr
 from donet.training import trainer as trainer_module
 from donet.training.augment import photometric_jitter
 from donet.training.schedule import warmup_multistep
-from donet.weights import read_checkpoint
+from donet.modeling.weights import read_checkpoint
 
 SMALL_MODEL = {"min_size": 128, "max_size": 128}
 

@@ -12,8 +12,7 @@ from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
 
 from ..errors import DonetError
-from ..inference import InferenceSettings, probability_maps, segment_image
-from ..weights import load_model
+from ..inference import InferenceSettings
 from .layers import instance_layers
 
 DEFAULTS = InferenceSettings()
@@ -91,13 +90,15 @@ class SegmentWidget(Container):
         self.worker.start()
 
     def _segment(self, pixels: np.ndarray, model_path: str | None, settings: InferenceSettings):
-        from ..predict import resolve_device
+        from ..inference.segmenter import Segmenter
+        from ..modeling.weights import load_model
 
         key = (model_path or "", settings.device)
         if key not in self._models:
-            self._models[key] = load_model(model_path and Path(model_path)).to(resolve_device(settings.device))
-        return segment_image(self._models[key], pixels, settings,
-                             progress=lambda done, total: setattr(self, "_tiles", (done, total)))
+            self._models[key] = load_model(model_path and Path(model_path))
+        result, detection = Segmenter(self._models[key], settings).segment_with_detection(
+            pixels, "image", progress=lambda done, total: setattr(self, "_tiles", (done, total)))
+        return result.instances, detection
 
     def _show_progress(self) -> None:
         done, total = self._tiles
@@ -109,6 +110,8 @@ class SegmentWidget(Container):
         for data, meta, kind in instance_layers(instances, shape, f"{layer.name} ", offset, **placement):
             self.viewer._add_layer_from_data(data, meta, kind)
         if self.maps.value and detection is not None:
+            from ..inference.segmenter import probability_maps
+
             maps = probability_maps(detection, pixels.shape[:2], settings.score_threshold)
             if "attention" in detection:
                 attention = detection["attention"].cpu().numpy()

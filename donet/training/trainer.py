@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -28,11 +27,12 @@ from ..atomic import atomic_path, ensure_new_dir, write_text_atomic
 from ..data import ClusterAugmentor, Dataset, open_dataset
 from ..data.instances import AnnotatedImage
 from ..data.stats import median_diameter
+from ..distributed import Processes
 from ..errors import DonetError
 from ..evaluation import evaluate, json_safe
-from ..inference import InferenceSettings, predict_dataset
+from ..inference import Segmenter
 from ..modeling import DoNet, build_model, image_tensor, training_target
-from ..weights import load_weights, save_weights
+from ..modeling.weights import load_weights, save_weights
 from .augment import photometric_jitter, random_flips
 from .config import DataSpec, TrainConfig
 from .schedule import warmup_multistep
@@ -98,35 +98,6 @@ class Cache:
         return self.samples[index]
 
 
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_environment(cls) -> Distributed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def mean(self, value: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            value = value.detach().clone()
-            dist.all_reduce(value)
-            value /= self.world
-        return value
-
-
 def sample_indices(seed: int, iteration: int, batch: int, rank: int, world: int, size: int) -> list[int]:
     """The images of one process' batch: epochs are seeded permutations, walked in order, so
     the sequence depends only on (seed, iteration) and survives a restart."""
@@ -179,7 +150,8 @@ def segm_ap(results: dict) -> float:
 
 def validate(model: DoNet, dataset: Sequence[AnnotatedImage]) -> dict:
     try:
-        predictions = predict_dataset(model, dataset, InferenceSettings(score_threshold=0.0))
+        segmenter = Segmenter.keeping_every_detection(model, device=next(model.parameters()).device.type)
+        predictions = segmenter.instances_by_name(dataset)
     finally:
         model.train()
     return evaluate(dataset, predictions)
@@ -220,7 +192,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False,
     """
     console = console or Console(stderr=True)
     paths = RunPaths(Path(out))
-    ddp = Distributed.from_environment()
+    ddp = Processes.from_environment()
     if resume:
         if not paths.config.is_file():
             raise DonetError(paths.root, "nothing to resume: no config.json in this folder")

@@ -9,9 +9,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path
-from .errors import DonetError
-from .modeling import DoNet, ModelConfig
+from ..atomic import atomic_path
+from ..errors import DonetError
+from .config import ModelConfig
+from .donet import DoNet
 
 # Fields that change the parameters' shapes or names, or what the modules compute with them
 # (RoI sizes, the attention switch): a checkpoint fits only a model that agrees on all.
@@ -76,7 +77,7 @@ def load_weights(model: DoNet, path: str | Path) -> DoNet:
 
 
 # Trained on ISBI 2014 train45 by benchmarks/default_model.py; see docs/model-card.md.
-DEFAULT_MODEL = Path(__file__).parent / "models" / "donet_light_isbi2014.safetensors"
+DEFAULT_MODEL = Path(__file__).parents[1] / "models" / "donet_light_isbi2014.safetensors"
 
 
 def load_model(path: str | Path | None = None, **overrides) -> DoNet:

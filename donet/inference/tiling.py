@@ -25,10 +25,10 @@ from typing import Protocol
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from .data.instances import CellClass, Instance, encode_at
-from .data.nuclei import assign_parents
+from ..data.instances import CellClass, Instance, encode_at
+from ..data.nuclei import assign_parents
+from .paste import paste_thresholded
 
 Detect = Callable[[list[np.ndarray], list[tuple[int, int]]], list[dict[str, torch.Tensor]]]
 
@@ -119,7 +119,7 @@ def segment_tiled(detect: Detect, image, tile: int, overlap: int, score_threshol
     `mask_threshold` (one for all, or per class). `runs(y, x, h, w)` says
     whether a tile is worth running (default: all). With `share`, this process runs its
     part of the tiles and all processes yield the same detections. Each cell is followed by
-    its nuclei. The settings' defaults are `inference.InferenceSettings`'."""
+    its nuclei. The settings' defaults are `InferenceSettings`'."""
     grid = Grid(image.shape[0], image.shape[1], tile, overlap)
     thresholds = mask_threshold if isinstance(mask_threshold, Mapping) else dict.fromkeys(CellClass, mask_threshold)
     rows, cols = grid.rows, grid.cols
@@ -171,21 +171,29 @@ def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold
     if len(boxes) == 0:
         return []
     y0, x0 = grid.rows[cell[0]], grid.cols[cell[1]]
-    index = cell[0] * len(grid.cols) + cell[1]
-    labels, scores, probs = detection["labels"][keep], detection["scores"][keep], detection["mask_probs"][keep]
-    centres_y = (boxes[:, 1] + boxes[:, 3]).cpu().numpy() / 2 + y0
-    centres_x = (boxes[:, 0] + boxes[:, 2]).cpu().numpy() / 2 + x0
-    cut = _cut_by_tile_edge(boxes.cpu().numpy(), size, (y0, x0), (grid.height, grid.width))
-    pieces = []
+    tile_index = cell[0] * len(grid.cols) + cell[1]
+    labels, scores = detection["labels"][keep].cpu().numpy(), detection["scores"][keep].cpu().numpy()
+    corners = boxes.cpu().numpy()
+    centres_y = (corners[:, 1] + corners[:, 3]) / 2 + y0
+    centres_x = (corners[:, 0] + corners[:, 2]) / 2 + x0
+    cut = _cut_by_tile_edge(corners, size, (y0, x0), (grid.height, grid.width))
+    chosen, on_seam = [], []
     for k, (cy, cx) in enumerate(zip(centres_y, centres_x)):
         if cut[k]:
             continue  # seen in part only: a neighbour whose overlap holds it sees it whole
         # Owned with a margin: a centre near a seam is claimed by the tiles on both sides.
         owners = {grid.owner(cy + dy, cx + dx) for dy in (-margin, margin) for dx in (-margin, margin)}
-        if cell not in owners:
-            continue
-        category = CellClass(int(labels[k]))
-        top, left, mask = paste_local(probs[k], boxes[k], thresholds[category])
+        if cell in owners:
+            chosen.append(k)
+            on_seam.append(len(owners) > 1)
+    if not chosen:
+        return []
+    categories = [CellClass(int(labels[k])) for k in chosen]
+    index = torch.as_tensor(chosen, device=boxes.device)
+    pasted = paste_thresholded(detection["mask_probs"][keep][index], boxes[index],
+                               torch.tensor([thresholds[c] for c in categories]))
+    pieces = []
+    for k, category, seam, (top, left, mask) in zip(chosen, categories, on_seam, pasted):
         # Clip to the tile, then to the mask's own extent.
         mask = mask[max(0, -top):size[0] - top, max(0, -left):size[1] - left]
         top, left = max(top, 0), max(left, 0)
@@ -194,20 +202,8 @@ def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold
             continue
         crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         pieces.append(Piece(y0 + top + int(ys.min()), x0 + left + int(xs.min()), crop, category,
-                            float(scores[k]), index, len(owners) > 1))
+                            float(scores[k]), tile_index, seam))
     return pieces
-
-
-def paste_local(prob: torch.Tensor, box: torch.Tensor, threshold: float) -> tuple[int, int, np.ndarray]:
-    """Paste an RoI mask (M x M probabilities) into a small canvas around its box; returns the canvas' corner
-    and the thresholded mask. Pasting at small coordinates makes the result the same
-    wherever the box lies (a tile or the whole image): float32 box arithmetic at large
-    coordinates would round differently."""
-    left, top = int(torch.floor(box[0])) - 2, int(torch.floor(box[1])) - 2
-    local = box - torch.tensor([left, top, left, top], dtype=box.dtype, device=box.device)
-    height, width = int(torch.ceil(local[3])) + 3, int(torch.ceil(local[2])) + 3
-    pasted = paste_masks_in_image(prob[None, None], local[None], (height, width), padding=1)[0, 0]
-    return top, left, (pasted >= threshold).cpu().numpy()
 
 
 class Stitcher:

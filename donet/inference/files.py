@@ -1,0 +1,239 @@
+"""Segmenting image files into an output folder: reading, whole slides, and the chosen
+exports, with a report of what became of each input."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from ..atomic import write_text_atomic
+from ..data.coco import write_predictions
+from ..data.imageio import IMAGE_SUFFIXES, read_image
+from ..data.instances import AnnotatedImage, CellClass
+from ..data.slide import OPENSLIDE_SUFFIXES, is_slide
+from ..errors import DonetError
+from ..export.figures import attention_picture, heatmap_panel, overlay, save_png
+from ..export.imagej import write_roi_zip
+from ..export.label_stack import write_label_stack
+from ..export.polygons import geojson_geometry
+from ..export.qupath import Outline, cell_features, open_geojson, write_geojson
+from ..export.table import open_table, table_row
+from .segmenter import Segmenter, probability_maps
+from .slides import SlideRun, level0
+
+MAX_PIXELS = 2 ** 31  # beyond this a single plane no longer fits the RLE size fields
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".svs", *OPENSLIDE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Exports:
+    coco: bool = True
+    geojson: bool = False
+    imagej: bool = False
+    labels: bool = False
+    overlay: bool = False
+    heatmaps: bool = False  # Fig. 6 heatmaps and, for MRP models, the Fig. 3 attention map
+
+
+@dataclass
+class InputReport:
+    """What became of one input: its output name, the files written for it, its cells and
+    nuclei, the seconds it took and, when it failed, the problem (one line). A slide's
+    report also says how it was read (`slide`: level, scale, tiles run)."""
+
+    path: str
+    name: str
+    outputs: list[str] = field(default_factory=list)
+    cells: int = 0
+    nuclei: int = 0
+    seconds: float = 0.0
+    problem: str | None = None
+    slide: dict | None = None
+
+
+@dataclass
+class Report:
+    """Every input's `InputReport`, in input order, and the shared files written."""
+
+    inputs: list[InputReport]
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[InputReport]:
+        return [item for item in self.inputs if item.problem is not None]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns, in the order given."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if any(ch in item for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            if not matches:
+                raise DonetError(item, "the pattern matches no file")
+            found += [p for p in matches if p.is_file()]
+        elif path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in INPUT_SUFFIXES)
+        else:
+            found.append(path)  # a missing file is reported when it is read
+    if not found:
+        raise DonetError(None, "no input images")
+    return found
+
+
+def output_name(path: Path) -> str:
+    """A file's name less its suffix (`.ome.tif` whole)."""
+    return path.stem.removesuffix(".ome") if path.suffix.lower() in (".tif", ".tiff") else path.stem
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Output names (see `output_name`), numbered when repeated."""
+    names, seen = [], {}
+    for path in paths:
+        stem = output_name(path)
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        names.append(stem if count == 0 else f"{stem}_{count + 1}")
+    return names
+
+
+def open_image(path: Path) -> np.ndarray:
+    """Pixels; a large uncompressed TIFF is memory-mapped so tiles are read as needed."""
+    if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        try:
+            pixels = tifffile.memmap(path, mode="r")
+            if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] in (3, 4)):
+                return pixels
+        except (ValueError, tifffile.TiffFileError, OSError):
+            pass  # compressed or unusual layout: read it whole
+    pixels = read_image(path)
+    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
+        raise DonetError(path, f"image of {pixels.shape[1]}x{pixels.shape[0]} pixels is too large")
+    return pixels
+
+
+def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, exports: Exports,
+                  score_threshold: float) -> list[str]:
+    """The chosen exports of one image (their file names); heatmaps only for an image
+    segmented as one tile (`detection` is then its raw detection)."""
+    name, written = result.name, []
+
+    def path(suffix: str) -> Path:
+        written.append(f"{name}{suffix}")
+        return folder / written[-1]
+
+    if exports.geojson:
+        write_geojson(path(".geojson"), result)
+    if exports.imagej:
+        write_roi_zip(path("_rois.zip"), result)
+    if exports.labels:
+        write_label_stack(path("_cytoplasm_layers.tif"), result, CellClass.CYTOPLASM)
+        write_label_stack(path("_nucleus_layers.tif"), result, CellClass.NUCLEUS)
+    if exports.overlay:
+        save_png(path("_overlay.png"), overlay(result))
+    if exports.heatmaps and detection is not None:
+        maps = probability_maps(detection, result.size, score_threshold)
+        if maps:
+            save_png(path("_heatmaps.png"), heatmap_panel(maps))
+        if "attention" in detection:
+            save_png(path("_attention.png"), attention_picture(detection["attention"].cpu().numpy()))
+    return written
+
+
+def write_slide(run: SlideRun, name: str, folder: Path, main: bool) -> list[str]:
+    """Stream `run` to `name`.geojson (QuPath) and `name`.parquet (one row per instance) in
+    level-0 coordinates; only the `main` process writes, the others run their tiles."""
+    if not main:
+        for _ in run:
+            pass
+        return []
+    with open_geojson(folder / f"{name}.geojson") as geojson, open_table(folder / f"{name}.parquet") as table:
+        for cell, nuclei in run:
+            outlines = []
+            for item in ([cell] if cell else []) + nuclei:
+                x, y, mask = level0(item, run.downsample)
+                table.add(table_row(item.number, item.piece.category.name.lower(), item.parent,
+                                    item.piece.score, x, y, mask))
+                origin = (item.piece.x, item.piece.y)
+                outlines.append(Outline(item.number, geojson_geometry(item.piece.mask, origin, run.downsample),
+                                        item.piece.score))
+            geojson.add(cell_features(name, outlines[0] if cell else None, outlines[1:] if cell else outlines))
+    return [f"{name}.geojson", f"{name}.parquet"]
+
+
+def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports: Exports,
+                  on_input: Callable[[InputReport], None] | None = None,
+                  on_tiles: Callable[[int, int], None] | None = None) -> Report:
+    """Segment every file into `folder` (the settings go to settings.json, COCO predictions
+    of ordinary images to predictions.json, slides' reports to slides.json) and report what
+    became of each. Whole slides (see `data.slide.is_slide`) are streamed to GeoJSON and
+    Parquet. Under torchrun each process takes its share of the images and of each slide's
+    tiles, and process 0 writes the shared files. `on_input` hears of each input as it is
+    done (once, on process 0); `on_tiles(done, total)` follows a slide's tiles."""
+    processes, settings = segmenter.processes, segmenter.settings
+    names = unique_names(paths)
+    reports = [InputReport(str(path), name) for path, name in zip(paths, names)]
+    slides = [i for i, path in enumerate(paths) if is_slide(path)]
+    # Ordinary images are dealt round-robin over the processes; every process runs every slide.
+    mine = [i for i in range(len(paths)) if i not in slides and i % processes.world == processes.rank]
+    found, sizes, files = {}, {}, {}
+    for index, done in zip(mine, segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine])):
+        report = reports[index]
+        report.seconds, report.problem = round(done.seconds, 3), done.problem
+        if done.result is not None:
+            result = done.result
+            report.outputs = write_exports(result, done.detection, folder, exports, settings.score_threshold)
+            report.cells, report.nuclei = _counts(result)
+            found[result.name], sizes[result.name] = result.instances, result.size
+            # Relative to the output folder, as COCO tools resolve file names.
+            files[result.name] = Path(os.path.relpath(paths[index].absolute(), folder.absolute())).as_posix()
+        if on_input and processes.main:
+            on_input(report)
+    for index in slides:
+        report = reports[index]
+        run = segmenter.segment_slide(paths[index], progress=on_tiles)
+        try:
+            report.outputs = write_slide(run, report.name, folder, processes.main)
+            report.slide = run.report()
+            report.cells, report.nuclei, report.seconds = report.slide["cells"], report.slide["nuclei"], run.seconds
+        except DonetError as exc:  # every process meets a slide's problem
+            report.problem = str(exc)
+        if on_input and processes.main:
+            on_input(report)
+    # Every process learns what all found; process 0 writes the shared files.
+    parts = processes.all_gather(([(i, reports[i]) for i in mine], found, sizes, files))
+    for part in parts[1:]:
+        for index, item in part[0]:
+            reports[index] = item
+            if on_input and processes.main:
+                on_input(item)
+    found, sizes, files = ({name: part[k][name] for name in names for part in parts if name in part[k]}
+                           for k in (1, 2, 3))
+    report = Report(reports)
+    if processes.main and len(report.failures) < len(reports):
+        write_text_atomic(folder / "settings.json", settings.model_dump_json(indent=2))
+        report.outputs.append("settings.json")
+        if exports.coco and found:
+            write_predictions(folder / "predictions.json", found, sizes, files)
+            report.outputs.append("predictions.json")
+        if slides:
+            slide_reports = {reports[i].name: reports[i].slide for i in slides if reports[i].slide is not None}
+            write_text_atomic(folder / "slides.json", json.dumps(slide_reports, indent=2))
+            report.outputs.append("slides.json")
+    return report
+
+
+def _counts(result: AnnotatedImage) -> tuple[int, int]:
+    cells = sum(i.category is CellClass.CYTOPLASM for i in result.instances)
+    return cells, len(result.instances) - cells

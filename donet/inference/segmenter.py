@@ -1,0 +1,292 @@
+"""The front door of inference: a `Segmenter` runs a model under `InferenceSettings` on one
+image, on many (batched across images, read ahead in the background), or on a whole slide.
+
+Every image goes through `tiling.segment_tiled` (an image within one tile is one tile), so
+one path decides tiles, seams, ownership and nuclei's parents for all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+from ..data.instances import AnnotatedImage, CellClass, Instance
+from ..distributed import Processes
+from ..errors import DonetError
+from ..modeling import DoNet, ModelConfig
+from .settings import InferenceSettings
+from .tiling import instances, segment_tiled
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DonetError(None, "--device cuda: no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DonetError(None, "--device mps: no MPS device is available")
+    return torch.device(name)
+
+
+def diameter_scale(config: ModelConfig, diameter: float | None) -> float:
+    """The factor that brings cells of `diameter` pixels to the size the model was trained
+    at (1 for None)."""
+    if diameter is None:
+        return 1.0
+    if config.cell_diameter is None:
+        raise DonetError(None, "this model records no training cell diameter (trained before donet recorded it); "
+                               "retrain it, or leave --diameter out")
+    return config.cell_diameter / diameter
+
+
+@dataclass
+class Segmented:
+    """What became of one input of `Segmenter.segment_many`: its result, or the problem that
+    stopped it (one line), and the seconds it took. `detection` is the model's raw output
+    for an image segmented as a single tile (the Fig. 6 heatmaps are drawn from it)."""
+
+    name: str
+    source: Path | None
+    result: AnnotatedImage | None
+    problem: str | None
+    seconds: float
+    detection: dict[str, torch.Tensor] | None = None
+
+    @property
+    def instances(self):
+        return self.result.instances
+
+
+Input = np.ndarray | AnnotatedImage | str | Path
+
+
+class Segmenter:
+    """`model` under `settings` (or settings given as options, e.g. `score_threshold=0.3`),
+    on the settings' device; under torchrun, `processes` shares slides' tiles."""
+
+    def __init__(self, model: DoNet, settings: InferenceSettings | None = None,
+                 processes: Processes | None = None, **options):
+        if settings is not None and options:
+            raise TypeError("give settings or options, not both")
+        self.settings = settings if settings is not None else InferenceSettings.of(**options)
+        self.processes = processes or Processes()
+        self.device = self.processes.device(resolve_device(self.settings.device))
+        if self.settings.precision != "fp32" and self.device.type != "cuda":
+            raise DonetError(None, f"--precision {self.settings.precision} needs a CUDA device")
+        self.scale = diameter_scale(model.config, self.settings.diameter)
+        self.model = model.eval().to(self.device)
+
+    # -- the network -------------------------------------------------------------------
+
+    @torch.no_grad()
+    def detect(self, images: Sequence[np.ndarray], scale: float | None = None) -> list[dict[str, torch.Tensor]]:
+        """Raw detections (see `DoNet`) of numpy images of any size, gray or colour, each at
+        the model's training scale times `scale` (default: the settings' diameter), in the
+        images' own coordinates and on the model's device. Images of one size go through the
+        network together."""
+        scale = self.scale if scale is None else scale
+        if len({image.shape[:2] for image in images}) > 1:
+            return [detection for image in images for detection in self.detect([image], scale)]
+        precision = PRECISIONS[self.settings.precision]
+        autocast = torch.autocast("cuda", dtype=precision) if precision else nullcontext()
+        with self._input_size(images[0].shape[:2], scale), autocast:
+            detections = self.model([self._tensor(image) for image in images])
+        return [{k: v.float() if v.is_floating_point() else v for k, v in d.items()} for d in detections]
+
+    def _tensor(self, image: np.ndarray) -> torch.Tensor:
+        """(3, H, W) float in [0, 1] on the device: the pixels travel as they are stored (8 or
+        16 bits) and are converted there."""
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
+        scale = 65535.0 if image.dtype == np.uint16 else 255.0
+        pixels = pixels.float() / scale
+        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+        return pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels[:3]
+
+    @contextmanager
+    def _input_size(self, size: tuple[int, int], scale: float):
+        """Resize an image of `size` by the model's training scale (not to a fixed side), times `scale`."""
+        model = self.model
+        scale = scale * model.config.min_size / model.config.train_image_size
+        saved = model.transform.min_size, model.transform.max_size
+        model.transform.min_size = (max(1, round(min(size) * scale)),)
+        model.transform.max_size = max(1, round(max(size) * scale))
+        try:
+            yield
+        finally:
+            model.transform.min_size, model.transform.max_size = saved
+
+    # -- images ------------------------------------------------------------------------
+
+    def segment(self, image: np.ndarray, name: str = "image",
+                progress: Callable[[int, int], None] | None = None) -> AnnotatedImage:
+        """Instances of one image (an array or a memory map): overlapping cells stay
+        separate. `progress(done, total)` follows its tiles."""
+        return self._segment(image, name, progress)[0]
+
+    def segment_with_detection(self, image: np.ndarray, name: str = "image",
+                               progress: Callable[[int, int], None] | None = None,
+                               ) -> tuple[AnnotatedImage, dict[str, torch.Tensor] | None]:
+        """`segment`, and the model's raw detection when the image was one tile (the Fig. 6
+        heatmaps and the Fig. 3 attention map are drawn from it)."""
+        return self._segment(image, name, progress)
+
+    def _segment(self, image, name, progress=None, detection=None):
+        first: list = []
+
+        def detect(crops: list[np.ndarray], corners) -> list[dict[str, torch.Tensor]]:
+            found = [detection] if detection is not None else self.detect(crops)
+            first.extend(found)
+            return found
+
+        s = self.settings
+        found = segment_tiled(detect, image, s.tile, s.overlap, s.score_threshold, s.mask_thresholds,
+                              s.batch_size, progress=progress)
+        result = AnnotatedImage(name, image, instances(found, image.shape[:2]))
+        return result, first[0] if len(first) == 1 else None
+
+    def segment_many(self, inputs: Iterable[Input] | Sequence[Input], names: Sequence[str] | None = None,
+                     ) -> Iterator[Segmented]:
+        """`Segmented` for each input, in order: arrays, `AnnotatedImage`s (a dataset: their
+        names are kept) or image files (a file that cannot be read gives its problem and the
+        others go on). The next images are read in the background while the model runs, and
+        images that are one tile of the same size go through the network `batch_size` at a time."""
+        pending: list[tuple[str, Path | None, np.ndarray, float]] = []
+        for index, (name, source, pixels, problem, seconds) in enumerate(self._read_ahead(inputs)):
+            name = names[index] if names is not None else name
+            if problem is not None:
+                yield from self._run_batch(pending)
+                pending = []
+                yield Segmented(name, source, None, problem, seconds)
+                continue
+            if pending and (not self._one_tile(pixels) or pixels.shape[:2] != pending[0][2].shape[:2]
+                            or len(pending) == self.settings.batch_size):
+                yield from self._run_batch(pending)
+                pending = []
+            if self._one_tile(pixels):
+                pending.append((name, source, pixels, seconds))
+                continue
+            started = time.perf_counter()
+            result, _ = self._segment(pixels, name)
+            yield Segmented(name, source, result, None, seconds + time.perf_counter() - started)
+        yield from self._run_batch(pending)
+
+    def instances_by_name(self, dataset: Sequence[AnnotatedImage] | Iterable[AnnotatedImage],
+                          progress: Callable[[], None] | None = None) -> dict[str, list[Instance]]:
+        """The instances found in each image of `dataset`, by image name (for evaluation)."""
+        found = {}
+        for done in self.segment_many(dataset):
+            if done.problem is not None:
+                raise DonetError(done.source, done.problem)
+            found[done.name] = done.instances
+            if progress:
+                progress()
+        return found
+
+    @classmethod
+    def keeping_every_detection(cls, model: DoNet, **options) -> Segmenter:
+        """For scoring: AP ranks every detection, and the protocols apply their own score thresholds."""
+        return cls(model, score_threshold=0.0, **options)
+
+    def _one_tile(self, pixels: np.ndarray) -> bool:
+        return max(pixels.shape[:2]) <= self.settings.tile
+
+    def _run_batch(self, batch: list[tuple[str, Path | None, np.ndarray, float]]) -> Iterator[Segmented]:
+        if not batch:
+            return
+        started = time.perf_counter()
+        detections = self.detect([pixels for _, _, pixels, _ in batch])
+        shared = (time.perf_counter() - started) / len(batch)
+        for (name, source, pixels, seconds), detection in zip(batch, detections):
+            started = time.perf_counter()
+            result, _ = self._segment(pixels, name, detection=detection)
+            yield Segmented(name, source, result, None, seconds + shared + time.perf_counter() - started, detection)
+
+    def _read_ahead(self, inputs) -> Iterator[tuple[str, Path | None, np.ndarray | None, str | None, float]]:
+        """(name, source file, pixels or None, problem or None, seconds to read), in input
+        order, read by `settings.workers` threads a few images ahead."""
+        if isinstance(inputs, Sequence) and not isinstance(inputs, (str, Path)):
+            items: Iterable = (lambda i=i: inputs[i] for i in range(len(inputs)))  # decoded in the workers
+        else:
+            items = (lambda item=item: item for item in inputs)
+        if self.settings.workers == 0:
+            yield from (_read(item) for item in items)
+            return
+        ahead = 2 * max(self.settings.batch_size, self.settings.workers)
+        with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="donet-read") as pool:
+            queue = []
+            for item in items:
+                queue.append(pool.submit(_read, item))
+                if len(queue) > ahead:
+                    yield queue.pop(0).result()
+            for future in queue:
+                yield future.result()
+
+    # -- whole slides ------------------------------------------------------------------
+
+    def segment_slide(self, slide, progress: Callable[[int, int], None] | None = None):
+        """A `slides.SlideRun` over `slide` (a path or an open `data.slide.Slide`): iterate it for
+        each cell with its nuclei, in level-0 coordinates, as they become final."""
+        from .slides import SlideRun
+
+        return SlideRun(self, slide, progress)
+
+
+def _read(item: Callable[[], Input]) -> tuple[str, Path | None, np.ndarray | None, str | None, float]:
+    from .files import open_image, output_name
+
+    started = time.perf_counter()
+    try:
+        value = item()
+        if isinstance(value, AnnotatedImage):
+            return value.name, None, np.asarray(value.image), None, time.perf_counter() - started
+        if isinstance(value, (str, Path)):
+            path = Path(value)
+            return output_name(path), path, open_image(path), None, time.perf_counter() - started
+        return "image", None, np.asarray(value), None, time.perf_counter() - started
+    except DonetError as exc:
+        path = Path(value) if isinstance(value, (str, Path)) else None
+        return output_name(path) if path else "image", path, None, str(exc), time.perf_counter() - started
+
+
+PASTE_CHUNK = 32  # masks pasted at once for the heatmaps: bounds memory on crowded images
+
+
+def probability_maps(detection: dict[str, torch.Tensor], size: tuple[int, int],
+                     score_threshold: float) -> dict[str, np.ndarray]:
+    """Image-space maxima over detected cells of the intersection, complement and recombined
+    probabilities (the paper's Fig. 6 heatmaps)."""
+    keep = (detection["scores"] >= score_threshold) & (detection["labels"] == int(CellClass.CYTOPLASM))
+    maps = {}
+    for key, name in (("intersection_probs", "intersection"), ("complement_probs", "complement"),
+                      ("mask_probs", "recombined")):
+        if key not in detection:
+            continue
+        total = np.zeros(size, dtype=np.float32)
+        probs, boxes = detection[key][keep], detection["boxes"][keep]
+        for start in range(0, len(probs), PASTE_CHUNK):
+            chunk = slice(start, start + PASTE_CHUNK)
+            pasted = paste_masks_in_image(probs[chunk, None], boxes[chunk], size, padding=1)[:, 0]
+            total = np.maximum(total, pasted.max(dim=0).values.cpu().numpy())
+        maps[name] = total
+    return maps
+
+
+def segment(model: DoNet, image: np.ndarray, name: str = "image", **settings) -> AnnotatedImage:
+    """Segment one numpy image: overlapping cells stay separate instances. `settings` are
+    `InferenceSettings` fields, e.g. `score_threshold=0.3` or `diameter=60` (the cells'
+    typical diameter in pixels, when it differs from the training images')."""
+    return Segmenter(model, **settings).segment(image, name)

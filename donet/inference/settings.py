@@ -1,0 +1,57 @@
+"""Every inference setting, declared, defaulted and validated here once (torch-free, so the
+command line reads its defaults without loading a model)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..data.instances import CellClass
+from ..errors import DonetError
+
+
+class InferenceSettings(BaseModel):
+    """How images become instances; `donet predict` writes it beside its predictions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    score_threshold: float = Field(0.5, ge=0, le=1)  # detections scoring less are dropped
+    mask_threshold: float = Field(0.5, gt=0, lt=1)  # RoI mask probability a cell's pixel needs
+    # A nucleus's: at 0.5 nuclei came out too large (nucleus mAP 71.8 at 0.5, 77.5 at 0.7, flat
+    # to 0.8, on the train45 split; benchmarks/inference_levers.py).
+    nucleus_mask_threshold: float = Field(0.7, gt=0, lt=1)
+    tile: int = Field(1024, ge=64)  # larger images are segmented tile by tile, in the image's pixels
+    overlap: int = Field(320, ge=0)  # between tiles: more than the widest cell
+    # Typical cell diameter in the images (pixels), when it differs from the training
+    # images': they are rescaled so cells match (Cellpose's convention). None: as in training.
+    diameter: float | None = Field(None, gt=0)
+    # Whole slides: microns per level-0 pixel where the file does not say, and whether tiles
+    # a thumbnail shows as empty glass are skipped.
+    mpp: float | None = Field(None, ge=0.001)
+    skip_glass: bool = True
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(1, ge=1)  # images or tiles per forward pass: more keeps a GPU busy
+    # Arithmetic of the forward pass on CUDA (autocast); the CPU always runs float32.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    workers: int = Field(1, ge=0)  # threads reading the next images while the model runs (0: none)
+
+    @model_validator(mode="after")
+    def _check(self) -> InferenceSettings:
+        if self.overlap >= self.tile:
+            raise ValueError("the tile overlap must be smaller than the tile")
+        return self
+
+    @property
+    def mask_thresholds(self) -> dict[CellClass, float]:
+        return {CellClass.CYTOPLASM: self.mask_threshold, CellClass.NUCLEUS: self.nucleus_mask_threshold}
+
+    @classmethod
+    def of(cls, **options) -> InferenceSettings:
+        """Settings from options, None meaning the default; a bad value is a one-line error."""
+        try:
+            return cls(**{k: v for k, v in options.items() if v is not None})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            raise DonetError(None, f"bad setting{' ' + where if where else ''}: {error['msg']}") from None

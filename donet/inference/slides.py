@@ -1,0 +1,126 @@
+"""Whole slides segmented as a stream: at the pyramid level that brings the slide to the
+model's pixel size, skipping empty glass, each cell handed on with its nuclei as soon as it
+is final, so a slide's instances are never all in memory (`files` writes them to QuPath
+GeoJSON and a Parquet table in level-0 coordinates)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..data.instances import CellClass
+from ..data.slide import Slide, open_slide
+from ..data.tissue import TissueMap
+from .tiling import Found, segment_tiled
+
+
+class SlideRun:
+    """`segmenter` on a whole slide (a path, or an open `Slide`), at the pyramid level that
+    brings it to the model's pixel size (or the settings' cell diameter), skipping empty
+    glass when the settings say so. Iterating yields each cell with its nuclei, and each
+    nucleus of no cell alone, as `(cell or None, [nuclei])`, as soon as they are final; the
+    items are at `level` resolution (see `level0`). Every process of the segmenter's
+    torchrun group must iterate: each runs its share of the tiles. `report()` says what was
+    done once the iteration is over."""
+
+    def __init__(self, segmenter, slide: Slide | str | Path, progress: Callable[[int, int], None] | None = None):
+        self.segmenter, self.progress = segmenter, progress
+        self.slide = slide if isinstance(slide, Slide) else None
+        self.path = Path(slide.path if isinstance(slide, Slide) else slide)
+        self.counts = {CellClass.CYTOPLASM: 0, CellClass.NUCLEUS: 0}
+        self.seconds = 0.0
+        self.tissue: TissueMap | None = None
+
+    def __iter__(self) -> Iterator[tuple[Found | None, list[Found]]]:
+        started = time.perf_counter()
+        if self.slide is not None:
+            yield from self._run(self.slide)
+        else:
+            with open_slide(self.path, self.segmenter.settings.mpp) as slide:
+                yield from self._run(slide)
+        self.seconds = time.perf_counter() - started
+
+    def _run(self, slide: Slide) -> Iterator[tuple[Found | None, list[Found]]]:
+        settings, processes = self.segmenter.settings, self.segmenter.processes
+        self.mpp = slide.mpp
+        self.wanted, self.reason = self._downsample(slide)
+        self.level_index = slide.level_for(self.wanted)
+        level = slide.levels[self.level_index]
+        self.downsample = level.downsample
+        self.tissue = TissueMap(*slide.thumbnail()) if settings.skip_glass else None
+        tissue = self.tissue
+
+        def runs(y: int, x: int, height: int, width: int) -> bool:
+            return tissue.runs(y, x, height, width, level.downsample)
+
+        scale = level.downsample / self.wanted
+
+        def detect(crops, corners):
+            return self.segmenter.detect(crops, scale)
+
+        found = segment_tiled(detect, level, settings.tile, settings.overlap, settings.score_threshold,
+                              settings.mask_thresholds, settings.batch_size, runs=runs if tissue else None,
+                              share=processes if processes.world > 1 else None, progress=self.progress)
+        for cell, nuclei in _with_nuclei(found):
+            for item in ([cell] if cell else []) + nuclei:
+                self.counts[item.piece.category] += 1
+            yield cell, nuclei
+
+    def _downsample(self, slide: Slide) -> tuple[float, str]:
+        """Level-0 pixels per pixel the model should see, and what decided it: the cell
+        diameter given, else the slide's and the model's pixel sizes, else full resolution."""
+        settings, config = self.segmenter.settings, self.segmenter.model.config
+        if settings.diameter is not None:
+            return 1 / self.segmenter.scale, f"cell diameter {settings.diameter:g} px"
+        if slide.mpp and config.microns_per_pixel:
+            return (config.microns_per_pixel / slide.mpp,
+                    f"{slide.mpp:g} um/px slide, {config.microns_per_pixel:g} um/px model")
+        missing = "the model records no pixel size" if slide.mpp else "the slide records no pixel size (use --mpp)"
+        return 1.0, f"full resolution: {missing}"
+
+    def report(self) -> dict:
+        """What was done: level, scale and why, tiles run and skipped, counts, seconds."""
+        tissue = self.tissue
+        return {
+            "slide": str(self.path), "level": self.level_index, "level_downsample": round(self.downsample, 4),
+            "model_input_downsample": round(self.wanted, 4), "scale_from": self.reason,
+            "mpp": self.mpp, "tiles_run": tissue.kept if tissue else None, "tiles": tissue.asked if tissue else None,
+            "glass_skipped": round(tissue.skipped_fraction, 4) if tissue else 0.0,
+            "cells": self.counts[CellClass.CYTOPLASM], "nuclei": self.counts[CellClass.NUCLEUS],
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _with_nuclei(found: Iterator[Found]) -> Iterator[tuple[Found | None, list[Found]]]:
+    """(cell, its nuclei) and (None, [nucleus]) for nuclei of no cell, from `segment_tiled`'s
+    order (each cell directly followed by its nuclei)."""
+    cell, nuclei = None, []
+    for item in found:
+        if item.piece.category is CellClass.NUCLEUS and cell is not None and item.parent == cell.number:
+            nuclei.append(item)
+            continue
+        if cell is not None:
+            yield cell, nuclei
+        cell, nuclei = None, []
+        if item.piece.category is CellClass.CYTOPLASM:
+            cell = item
+        else:
+            yield None, [item]
+    if cell is not None:
+        yield cell, nuclei
+
+
+def level0(item: Found, downsample: float) -> tuple[int, int, np.ndarray]:
+    """A detection's corner (x, y) and mask at level 0, the mask upsampled nearest-neighbour."""
+    piece = item.piece
+    if downsample == 1:
+        return piece.x, piece.y, piece.mask
+    h, w = piece.mask.shape
+    top, left = int(np.floor(piece.y * downsample)), int(np.floor(piece.x * downsample))
+    bottom, right = int(np.ceil((piece.y + h) * downsample)), int(np.ceil((piece.x + w) * downsample))
+    rows = np.clip(((np.arange(top, bottom) + 0.5) / downsample).astype(int) - piece.y, 0, h - 1)
+    cols = np.clip(((np.arange(left, right) + 0.5) / downsample).astype(int) - piece.x, 0, w - 1)
+    return left, top, piece.mask[np.ix_(rows, cols)]
