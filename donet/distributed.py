@@ -9,7 +9,9 @@ every process holds what a single process would have found. Process 0 writes the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+import signal
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from .atomic import atomic_dir
-from .errors import DonetError
+from .errors import DonetError, ProcessLost
 
 
 class Processes:
@@ -39,7 +41,24 @@ class Processes:
             torch.cuda.set_device(local_rank)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if cuda else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), local_rank)
+        processes = cls(dist.get_rank(), dist.get_world_size(), local_rank)
+        # torchrun stops the survivors of a failed process with SIGTERM: stop as after any
+        # error, so that temporary outputs are removed on the way out.
+        signal.signal(signal.SIGTERM, processes._stopped)
+        return processes
+
+    def _stopped(self, *_) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the clean-up finish
+        raise ProcessLost(None, f"process {self.rank} of {self.world} was stopped by torchrun: another process failed")
+
+    def _collective(self, call: Callable, *args) -> None:
+        """`call(*args)`; a process that is gone (its connection closed) is one clear error."""
+        try:
+            call(*args)
+        except RuntimeError as exc:  # gloo and NCCL report a lost peer so
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's stop must not cut the clean-up short
+            reason = str(exc).strip().splitlines()[0][:200]
+            raise ProcessLost(None, f"process {self.rank} of {self.world} lost the others ({reason})") from None
 
     @property
     def main(self) -> bool:
@@ -47,13 +66,13 @@ class Processes:
 
     def barrier(self) -> None:
         if self.world > 1:
-            dist.barrier()
+            self._collective(dist.barrier)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """`value` averaged over the processes."""
         if self.world > 1:
             value = value.detach().clone()
-            dist.all_reduce(value)
+            self._collective(dist.all_reduce, value)
             value /= self.world
         return value
 
@@ -62,7 +81,7 @@ class Processes:
         if self.world == 1:
             return [item]
         gathered: list = [None] * self.world
-        dist.all_gather_object(gathered, item)
+        self._collective(dist.all_gather_object, gathered, item)
         return gathered
 
     def broadcast(self, item: object) -> object:
@@ -70,7 +89,7 @@ class Processes:
         if self.world == 1:
             return item
         box = [item]
-        dist.broadcast_object_list(box, src=0)
+        self._collective(dist.broadcast_object_list, box, 0)
         return box[0]
 
     def device(self, device: torch.device) -> torch.device:
@@ -95,5 +114,10 @@ class Processes:
             folder, problem = self.broadcast((folder, problem))
             if problem:
                 raise DonetError(None, problem)
-            yield folder
-            self.all_gather(None)  # every process has written its part before the rename
+            try:
+                yield folder
+                self.all_gather(None)  # every process has written its part before the rename
+            except ProcessLost:
+                # Process 0 may be the one that is gone: whoever is left removes its folder.
+                shutil.rmtree(folder, ignore_errors=True)
+                raise

@@ -12,3 +12,8 @@ class DonetError(Exception):
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+class ProcessLost(DonetError):
+    """Another process of a torchrun group stopped (killed, crashed, out of memory): the
+    run cannot finish, so every process stops and leaves nothing behind."""

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -134,3 +135,42 @@ def test_two_processes_give_what_one_gives(slide_path, real_cells, tmp_path):
     assert [image["file_name"].rsplit("/", 1)[-1] for image in predictions["images"]] == [p.name for p in images]
     slides = json.loads((two / "slides.json").read_text())
     assert slides["real"]["level"] == 0 and slides["real"]["mpp"] == 0.25
+
+
+def rank_process(rank: int) -> int | None:
+    """The pid of this test's torchrun worker of `rank`."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and b"DONET_KILL_TEST=1" in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds torchrun's workers in /proc")
+def test_a_process_killed_mid_slide_stops_the_others_with_one_line(model, tmp_path):
+    path = tmp_path / "busy.ome.tif"
+    write_pyramid(path, SyntheticSlide.scattered(3072, 3072, per_megapixel=3.0), mpp=0.25)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DONET_KILL_TEST": "1"}
+    out = tmp_path / "out"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "donet", "predict", str(path),
+         "--device", "cpu", "--tile", "256", "--overlap", "64", "--no-skip-glass", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Once the output folder is being written, the slide is under way: kill process 1 there.
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".out.*.part")) and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)
+    victim = rank_process(1)
+    assert victim is not None and launcher.poll() is None, "the slide finished before process 1 could be killed"
+    os.kill(victim, 9)
+    killed = time.monotonic()
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0 and time.monotonic() - killed < 60
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "busy.ome.tif" in errors[0] and "process 0 of 2" in errors[0], stderr[-3000:]
+    assert not out.exists() and not list(tmp_path.glob(".out*"))

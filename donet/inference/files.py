@@ -18,7 +18,7 @@ from ..data.coco import write_predictions
 from ..data.imageio import IMAGE_SUFFIXES, read_image
 from ..data.instances import AnnotatedImage, CellClass
 from ..data.slide import OPENSLIDE_SUFFIXES, is_slide
-from ..errors import DonetError
+from ..errors import DonetError, ProcessLost
 from ..export.figures import attention_picture, heatmap_panel, overlay, save_png
 from ..export.imagej import write_roi_zip
 from ..export.label_stack import write_label_stack
@@ -207,6 +207,8 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
             report.outputs = write_slide(run, report.name, folder, processes.main)
             report.slide = run.report()
             report.cells, report.nuclei, report.seconds = report.slide["cells"], report.slide["nuclei"], run.seconds
+        except ProcessLost as exc:
+            raise ProcessLost(paths[index], exc.problem) from None
         except DonetError as exc:  # every process meets a slide's problem
             report.problem = str(exc)
         if on_input and processes.main:
