@@ -227,6 +227,21 @@ def print_results(results: dict, title: str) -> None:
     Console().print(table)
 
 
+def print_measurement_errors(accuracy: dict) -> None:
+    table = Table(title=f"measurement error of matched cells (median |relative error|, score >= "
+                        f"{accuracy['score_threshold']:g}, overlapped: >= {100 * accuracy['overlapped_from']:.0f}% "
+                        "under other cells)")
+    for column in ("cells", "matched", "cell area", "nucleus area", "N/C ratio"):
+        table.add_column(column, justify="left" if column == "cells" else "right")
+    for source, label in (("predicted", "predicted"), ("flattened_truth", "truth, one label per pixel")):
+        for group in ("all", "overlapped"):
+            figures = accuracy[source][group]
+            table.add_row(f"{label}, {group}", str(figures["cells"]),
+                          *("-" if figures[k] is None else f"{100 * figures[k]:.1f}%"
+                            for k in ("cell_area", "nucleus_area", "nc_ratio")))
+    Console().print(table)
+
+
 @app.command("evaluate")
 def evaluate_command(
     gt: Annotated[Path, typer.Option(help="Ground-truth dataset (any supported layout).")],
@@ -266,6 +281,7 @@ def evaluate_command(
     if out is not None:
         write_text_atomic(out, json.dumps(json_safe(results), indent=2))
     print_results(results, f"{gt} ({results['images']} images)")
+    print_measurement_errors(results["measurements"])
     if results["images_without_predictions"]:
         console.print(f"note: {results['images_without_predictions']} ground-truth image(s) had no predictions "
                       "and count as predicted empty")
@@ -337,6 +353,9 @@ def predict_command(
     labels: Annotated[bool, typer.Option(help="Per-class label stacks (one plane per overlap layer), TIFF.")] = False,
     overlay: Annotated[bool, typer.Option(help="Outline overlay PNG per image.")] = False,
     heatmaps: Annotated[bool, typer.Option(help="Fig. 6 heatmaps and the Fig. 3 attention map (untiled images).")] = False,
+    measure: Annotated[bool, typer.Option(
+        help="measurements.csv (a row per cell: area, perimeter, N/C ratio, overlap...; whole cells, overlaps kept) "
+             "and measurements_summary.csv; the values also go into the GeoJSON.")] = False,
     mpp: Annotated[Optional[float], typer.Option(
         help="Whole slides: microns per level-0 pixel, where the file does not record it.")] = None,
     skip_glass: Annotated[bool, typer.Option(help="Whole slides: run only the tiles a thumbnail shows cells in.")] = \
@@ -359,7 +378,8 @@ def predict_command(
     paths = expand_inputs(inputs)
     processes = Processes.from_environment(settings.device)
     segmenter = Segmenter(load_model(model), settings, processes)  # refuses a bad setting before anything is written
-    exports = Exports(coco=coco, geojson=geojson, imagej=imagej, labels=labels, overlay=overlay, heatmaps=heatmaps)
+    exports = Exports(coco=coco, geojson=geojson, imagej=imagej, labels=labels, overlay=overlay, heatmaps=heatmaps,
+                      measure=measure)
     try:
         with processes.output_dir(out) as folder, progress_bar(enabled=processes.main) as bar:
             task = bar.add_task("segmenting", total=len(paths))

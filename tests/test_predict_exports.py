@@ -1,5 +1,6 @@
 """`donet predict` end to end: every export written, bad images and checkpoints reported."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def test_predict_writes_every_export_and_reports_bad_images(checkpoint, tmp_path
     Image.fromarray(np.stack([gray] * 3, -1)).save(images / "c.jpg")
     (images / "broken.png").write_bytes(b"not an image")
     result = donet_cli("predict", images, "--model", checkpoint, "--out", tmp_path / "out", "--score-threshold", 0.0,
-                       "--geojson", "--imagej", "--labels", "--overlay", "--heatmaps")
+                       "--geojson", "--imagej", "--labels", "--overlay", "--heatmaps", "--measure")
     assert result.returncode == 1  # one image failed...
     assert "broken.png" in result.stderr and "not a readable image" in result.stderr
     out = tmp_path / "out"  # ...the others are written
@@ -65,6 +66,19 @@ def test_predict_writes_every_export_and_reports_bad_images(checkpoint, tmp_path
     assert sum(f["properties"]["objectType"] == "cell" for f in features) == len(cells)
     assert sum(r.name.startswith("cell-") and "-" not in r.name[5:] for r in roifile.roiread(out / "a_rois.zip")) \
         == len(cells)
+    # Measurements: a row per cell (its whole mask's area) and per nucleus of no cell, also in the GeoJSON.
+    rows = [r for r in csv.DictReader(open(out / "measurements.csv")) if r["image"] == "a"]
+    nuclei = [a for a in coco.loadAnns(coco.getAnnIds([image_id])) if a["category_id"] == int(CellClass.NUCLEUS)]
+    assert [r["class"] for r in rows].count("cell") == len(cells)
+    assert [r["class"] for r in rows].count("nucleus") == sum(a.get("parent_id") is None for a in nuclei)
+    assert sorted(float(r["area"]) for r in rows if r["class"] == "cell") == sorted(float(m.sum()) for m in cells)
+    for row in rows:
+        if row["class"] == "cell" and row["nuclei"] != "0":
+            assert float(row["nc_ratio"]) == pytest.approx(float(row["nucleus_area"]) / float(row["area"]))
+    measured = [f["properties"]["measurements"] for f in features if f["properties"]["objectType"] == "cell"]
+    assert all({"area", "nc_ratio", "overlapped_fraction", "solidity"} <= m.keys() for m in measured)
+    summaries = list(csv.DictReader(open(out / "measurements_summary.csv")))
+    assert [s["image"] for s in summaries] == ["a", "b16", "c"] and summaries[0]["cells"] == str(len(cells))
     again = donet_cli("predict", images / "a.png", "--model", checkpoint, "--out", out)
     assert again.returncode == 1 and "already exists" in again.stderr
 

@@ -112,6 +112,13 @@ class AnnotatedImage:
     def nuclei(self) -> list[Instance]:
         return self.of_class(CellClass.NUCLEUS)
 
+    def measurements(self, mpp: float | None = None) -> list[dict]:
+        """One row (a dict) per cell and per nucleus: area, perimeter, N/C ratio, overlap...
+        (see `data.measurements`); lengths also in microns where `mpp` is known."""
+        from .measurements import measure
+
+        return measure(self, mpp)
+
     def masks(self, category: CellClass | None = None) -> np.ndarray:
         """Boolean stack (N, H, W) of the instances' masks, in instance order."""
         chosen = self.instances if category is None else self.of_class(category)

@@ -14,6 +14,7 @@ from ..data.instances import AnnotatedImage, CellClass, Instance
 from ..errors import DonetError
 from .coco_map import segm_ap
 from .matching import Pairs
+from .measurement_accuracy import measurement_accuracy
 from .protocols import isbi_protocol, paper_protocol, standard_protocol
 
 CLASSES = {"cytoplasm": CellClass.CYTOPLASM, "nucleus": CellClass.NUCLEUS}
@@ -26,7 +27,8 @@ def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Ins
 
     COCO AP uses every prediction; the paper's and the ISBI protocols keep predictions
     scoring at least `paper_score_threshold` (0.9 in the official scripts), the standard
-    protocol those at least `standard_score_threshold`. A ground-truth image without
+    protocol those at least `standard_score_threshold`, as do the measurement errors (see
+    `measurement_accuracy`). A ground-truth image without
     predictions counts as predicted empty (reported in `images_without_predictions`);
     predictions for images not in the ground truth are an error.
     """
@@ -69,6 +71,8 @@ def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Ins
         "settings": {"paper_score_threshold": paper_score_threshold,
                      "standard_score_threshold": standard_score_threshold, "max_dets": max_dets},
         "classes": {**per_class, "average": average},
+        # Cell area, nucleus area and N/C ratio of matched cells, at the standard threshold.
+        "measurements": measurement_accuracy(truth, predictions, standard_score_threshold),
     }
 
 

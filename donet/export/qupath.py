@@ -40,23 +40,36 @@ def _feature(geometry: dict, object_type: str, category: CellClass, score: float
     }
 
 
-def cell_features(image: str, cell: Outline | None, nuclei: list[Outline]) -> list[dict]:
+def cell_features(image: str, cell: Outline | None, nuclei: list[Outline],
+                  measured: dict[int, dict] | None = None) -> list[dict]:
     """A cell with its nuclei (or, with no cell, nuclei on their own) as features. QuPath's
-    cell holds one nucleus: the best-scoring; any other is exported alone."""
+    cell holds one nucleus: the best-scoring; any other is exported alone. `measured` (by
+    instance id) adds measurements, which QuPath lists in its measurement table."""
     nuclei = sorted((n for n in nuclei if n.geometry is not None), key=lambda n: -n.score)
     features = []
     if cell is not None and cell.geometry is not None:
         feature = _feature(cell.geometry, "cell", CellClass.CYTOPLASM, cell.score, f"{image}/cell/{cell.id}")
+        feature["properties"]["measurements"].update((measured or {}).get(cell.id, {}))
         if nuclei:
             feature["nucleusGeometry"] = nuclei[0].geometry
             feature["properties"]["measurements"]["nucleus score"] = round(nuclei[0].score, 4)
             nuclei = nuclei[1:]
         features.append(feature)
-    return features + [_feature(n.geometry, "detection", CellClass.NUCLEUS, n.score, f"{image}/nucleus/{n.id}")
-                       for n in nuclei]
+    for nucleus in nuclei:
+        features.append(_feature(nucleus.geometry, "detection", CellClass.NUCLEUS, nucleus.score,
+                                 f"{image}/nucleus/{nucleus.id}"))
+        features[-1]["properties"]["measurements"].update((measured or {}).get(nucleus.id, {}))
+    return features
 
 
-def to_geojson(result: AnnotatedImage) -> dict:
+def measured_values(rows: list[dict]) -> dict[int, dict]:
+    """Measurement rows (`data.measurements`) as QuPath measurements by instance id: the
+    numbers only, the id, class and position being the feature's own."""
+    skip = {"image", "id", "class", "score", "parent", "centroid_x", "centroid_y"}
+    return {row["id"]: {k: round(v, 4) for k, v in row.items() if k not in skip and v is not None} for row in rows}
+
+
+def to_geojson(result: AnnotatedImage, measured: dict[int, dict] | None = None) -> dict:
     def outline(instance) -> Outline:
         return Outline(instance.id, geojson_geometry(instance.mask), instance.score)
 
@@ -65,13 +78,13 @@ def to_geojson(result: AnnotatedImage) -> dict:
         nuclei_of.setdefault(nucleus.parent, []).append(outline(nucleus))
     features = []
     for cell in result.cells:
-        features += cell_features(result.name, outline(cell), nuclei_of.pop(cell.id, []))
-    features += cell_features(result.name, None, [n for group in nuclei_of.values() for n in group])
+        features += cell_features(result.name, outline(cell), nuclei_of.pop(cell.id, []), measured)
+    features += cell_features(result.name, None, [n for group in nuclei_of.values() for n in group], measured)
     return {"type": "FeatureCollection", "features": features}
 
 
-def write_geojson(path: str | Path, result: AnnotatedImage) -> None:
-    write_text_atomic(path, json.dumps(to_geojson(result)))
+def write_geojson(path: str | Path, result: AnnotatedImage, measured: dict[int, dict] | None = None) -> None:
+    write_text_atomic(path, json.dumps(to_geojson(result, measured)))
 
 
 class GeoJSONWriter:

@@ -17,13 +17,14 @@ from ..atomic import write_text_atomic
 from ..data.coco import write_predictions
 from ..data.imageio import IMAGE_SUFFIXES, read_image
 from ..data.instances import AnnotatedImage, CellClass
+from ..data.measurements import SUMMARY_COLUMNS, measure, summary, table_rows, write_csv
 from ..data.slide import OPENSLIDE_SUFFIXES, is_slide
 from ..errors import DonetError, ProcessLost
 from ..export.figures import attention_picture, heatmap_panel, overlay, save_png
 from ..export.imagej import write_roi_zip
 from ..export.label_stack import write_label_stack
 from ..export.polygons import geojson_geometry
-from ..export.qupath import Outline, cell_features, open_geojson, write_geojson
+from ..export.qupath import Outline, cell_features, measured_values, open_geojson, write_geojson
 from ..export.table import open_table, table_row
 from .segmenter import Segmenter, probability_maps
 from .slides import SlideRun, level0
@@ -40,6 +41,9 @@ class Exports:
     labels: bool = False
     overlay: bool = False
     heatmaps: bool = False  # Fig. 6 heatmaps and, for MRP models, the Fig. 3 attention map
+    # Per-cell measurements (area, N/C ratio, overlap...): measurements.csv, a summary per
+    # image, and the values in the GeoJSON.
+    measure: bool = False
 
 
 @dataclass
@@ -124,9 +128,10 @@ def open_image(path: Path) -> np.ndarray:
 
 
 def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, exports: Exports,
-                  score_threshold: float) -> list[str]:
+                  score_threshold: float, measured: list[dict] | None = None) -> list[str]:
     """The chosen exports of one image (their file names); heatmaps only for an image
-    segmented as one tile (`detection` is then its raw detection)."""
+    segmented as one tile (`detection` is then its raw detection). `measured`: the image's
+    measurement rows, carried into the GeoJSON."""
     name, written = result.name, []
 
     def path(suffix: str) -> Path:
@@ -134,7 +139,7 @@ def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, 
         return folder / written[-1]
 
     if exports.geojson:
-        write_geojson(path(".geojson"), result)
+        write_geojson(path(".geojson"), result, measured_values(measured) if measured else None)
     if exports.imagej:
         write_roi_zip(path("_rois.zip"), result)
     if exports.labels:
@@ -187,13 +192,16 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     slides = [i for i, path in enumerate(paths) if is_slide(path)]
     # Ordinary images are dealt round-robin over the processes; every process runs every slide.
     mine = [i for i in range(len(paths)) if i not in slides and i % processes.world == processes.rank]
-    found, sizes, files = {}, {}, {}
+    found, sizes, files, measured = {}, {}, {}, {}
     for index, done in zip(mine, segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine])):
         report = reports[index]
         report.seconds, report.problem = round(done.seconds, 3), done.problem
         if done.result is not None:
             result = done.result
-            report.outputs = write_exports(result, done.detection, folder, exports, settings.score_threshold)
+            if exports.measure:
+                measured[result.name] = measure(result, settings.mpp)
+            report.outputs = write_exports(result, done.detection, folder, exports, settings.score_threshold,
+                                           measured.get(result.name))
             report.cells, report.nuclei = _counts(result)
             found[result.name], sizes[result.name] = result.instances, result.size
             # Relative to the output folder, as COCO tools resolve file names.
@@ -214,14 +222,14 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
         if on_input and processes.main:
             on_input(report)
     # Every process learns what all found; process 0 writes the shared files.
-    parts = processes.all_gather(([(i, reports[i]) for i in mine], found, sizes, files))
+    parts = processes.all_gather(([(i, reports[i]) for i in mine], found, sizes, files, measured))
     for part in parts[1:]:
         for index, item in part[0]:
             reports[index] = item
             if on_input and processes.main:
                 on_input(item)
-    found, sizes, files = ({name: part[k][name] for name in names for part in parts if name in part[k]}
-                           for k in (1, 2, 3))
+    found, sizes, files, measured = ({name: part[k][name] for name in names for part in parts if name in part[k]}
+                                     for k in (1, 2, 3, 4))
     report = Report(reports)
     if processes.main and len(report.failures) < len(reports):
         write_text_atomic(folder / "settings.json", settings.model_dump_json(indent=2))
@@ -229,6 +237,12 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
         if exports.coco and found:
             write_predictions(folder / "predictions.json", found, sizes, files)
             report.outputs.append("predictions.json")
+        if measured:
+            write_csv(folder / "measurements.csv", [row for rows in measured.values() for row in table_rows(rows)])
+            write_csv(folder / "measurements_summary.csv", [{"image": name, **summary(rows)}
+                                                            for name, rows in measured.items()],
+                      columns=("image", *SUMMARY_COLUMNS))
+            report.outputs += ["measurements.csv", "measurements_summary.csv"]
         if slides:
             slide_reports = {reports[i].name: reports[i].slide for i in slides if reports[i].slide is not None}
             write_text_atomic(folder / "slides.json", json.dumps(slide_reports, indent=2))

@@ -110,7 +110,8 @@ class Segmenter:
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
         """(3, H, W) float in [0, 1] on the device: the pixels travel as they are stored (8 or
         16 bits) and are converted there."""
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
+        # A read-only array (a memory map, a slide region) is copied: torch wants writable memory.
+        pixels = torch.from_numpy(np.require(image, requirements="CW")).to(self.device, non_blocking=True)
         scale = 65535.0 if image.dtype == np.uint16 else 255.0
         pixels = pixels.float() / scale
         pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)

@@ -10,6 +10,7 @@ import numpy as np
 from skimage.draw import polygon2mask
 
 from ..data.instances import CellClass, Instance, encode_mask
+from ..data.measurements import CELL_COLUMNS, NUCLEUS_COLUMNS
 from ..export.polygons import mask_polygons
 
 LAYER_NAMES = {CellClass.CYTOPLASM: "cells", CellClass.NUCLEUS: "nuclei"}
@@ -39,13 +40,19 @@ def shapes_layer(polygons: list[np.ndarray], properties: dict[str, list], catego
 
 
 def instance_layers(instances: list[Instance], image_shape: tuple[int, int], prefix: str = "",
-                    offset=(0, 0), translate=(0, 0), scale=(1, 1), image_file: str | None = None) -> list[tuple]:
-    """A cells layer and a nuclei layer (properties: id, score, area, parent) for instances
+                    offset=(0, 0), translate=(0, 0), scale=(1, 1), image_file: str | None = None,
+                    measured: list[dict] | None = None) -> list[tuple]:
+    """A cells layer and a nuclei layer (properties: id, score, area, parent, and with
+    `measured` rows from `data.measurements` every measurement of the class) for instances
     found in a region whose corner lies at `offset` (row, column) of the image; `translate`
     and `scale` are the image layer's."""
+    rows = {row["id"]: row for row in measured or []}
     layers = []
     for category in CellClass:
-        polygons, properties = [], {"id": [], "score": [], "area": [], "parent": []}
+        columns = (CELL_COLUMNS if category is CellClass.CYTOPLASM else NUCLEUS_COLUMNS) if measured else ()
+        properties = {"id": [], "score": [], "area": [], "parent": [],
+                      **{c: [] for c in columns if c not in ("area", "parent")}}
+        polygons = []
         for instance in (i for i in instances if i.category is category):
             for outline in mask_polygons(instance.mask):
                 polygons.append(outline[:, ::-1] + np.asarray(offset, float))  # (x, y) -> napari's (row, column)
@@ -53,6 +60,9 @@ def instance_layers(instances: list[Instance], image_shape: tuple[int, int], pre
                 properties["score"].append(round(float(instance.score), 4))
                 properties["area"].append(int(instance.area))
                 properties["parent"].append(-1 if instance.parent is None else instance.parent)
+                for column in properties.keys() - {"id", "score", "area", "parent"}:
+                    value = rows.get(instance.id, {}).get(column)
+                    properties[column].append(np.nan if value is None else value)
         layers.append(shapes_layer(polygons, properties, category, prefix + LAYER_NAMES[category], image_shape,
                                    translate, scale, image_file))
     return layers

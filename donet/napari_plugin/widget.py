@@ -98,16 +98,17 @@ class SegmentWidget(Container):
             self._models[key] = load_model(model_path and Path(model_path))
         result, detection = Segmenter(self._models[key], settings).segment_with_detection(
             pixels, "image", progress=lambda done, total: setattr(self, "_tiles", (done, total)))
-        return result.instances, detection
+        return result.instances, detection, result.measurements()
 
     def _show_progress(self) -> None:
         done, total = self._tiles
         self.progress.max, self.progress.value = total, done
 
-    def _add_layers(self, layer, pixels, offset, settings, instances, detection) -> None:
+    def _add_layers(self, layer, pixels, offset, settings, instances, detection, measured) -> None:
         shape = (layer.data[0] if layer.multiscale else layer.data).shape[:2]
         placement = {"translate": tuple(layer.translate[-2:]), "scale": tuple(layer.scale[-2:])}
-        for data, meta, kind in instance_layers(instances, shape, f"{layer.name} ", offset, **placement):
+        for data, meta, kind in instance_layers(instances, shape, f"{layer.name} ", offset, **placement,
+                                                measured=measured):
             self.viewer._add_layer_from_data(data, meta, kind)
         if self.maps.value and detection is not None:
             from ..inference.segmenter import probability_maps
