@@ -16,7 +16,8 @@ from shapely.geometry import shape
 
 import donet
 from donet.data import CellClass, open_dataset
-from donet.data.instances import encode_mask
+from donet.data.instances import AnnotatedImage, Instance, encode_mask
+from donet.data.measurements import measure
 from donet.data.slide import open_slide
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid
 from donet.inference import InferenceSettings, Segmenter
@@ -48,10 +49,19 @@ def model():
     return network
 
 
-def segment_slide(model, slide, name, folder, settings):
+def segment_slide(model, slide, name, folder, settings, measure=False):
     run = Segmenter(model, settings).segment_slide(slide)
-    assert write_slide(run, name, folder, main=True) == [f"{name}.geojson", f"{name}.parquet"]
-    return run.report()
+    written, measured = write_slide(run, name, folder, main=True, measure=measure)
+    assert written == [f"{name}.geojson", f"{name}.parquet"] and (measured is not None) == measure
+    return {**run.report(), "measurements": measured}
+
+
+def at(row, size=(4096, 4096)):
+    """A Parquet row's mask in the whole slide."""
+    mask = np.zeros(size, bool)
+    mask[row["y"]:row["y"] + row["height"], row["x"]:row["x"] + row["width"]] = \
+        mask_utils.decode({"size": [row["height"], row["width"]], "counts": row["rle"].encode()})
+    return mask
 
 
 def rows_by_class(folder, name, category):
@@ -60,17 +70,14 @@ def rows_by_class(folder, name, category):
 
 def test_level_is_chosen_by_pixel_size_and_cells_come_back_at_level_0(model, slide_path, real_cells, tmp_path):
     with open_slide(slide_path) as slide:
-        report = segment_slide(model, slide, "real", tmp_path, InferenceSettings(device="cpu"))
+        report = segment_slide(model, slide, "real", tmp_path, InferenceSettings(device="cpu"), measure=True)
     assert report["level"] == 1 and report["level_downsample"] == 2
     cells = rows_by_class(tmp_path, "real", "cytoplasm")
     window = 2 * 512
     found = []
     for row in cells:
-        mask = np.zeros((4096, 4096), bool)
-        box = mask_utils.decode({"size": [row["height"], row["width"]], "counts": row["rle"].encode()})
-        mask[row["y"]:row["y"] + row["height"], row["x"]:row["x"] + row["width"]] = box
-        found.append(mask[OFFSET:OFFSET + window, OFFSET:OFFSET + window])
-        assert row["area"] == box.sum()
+        found.append(at(row)[OFFSET:OFFSET + window, OFFSET:OFFSET + window])
+        assert row["area"] == at(row).sum()
     truth = [np.repeat(np.repeat(m, 2, axis=0), 2, axis=1) for m in real_cells.masks(CellClass.CYTOPLASM)]
     ious = np.asarray(mask_utils.iou([encode_mask(m) for m in found], [encode_mask(m) for m in truth],
                                      [0] * len(truth)))
@@ -86,6 +93,19 @@ def test_level_is_chosen_by_pixel_size_and_cells_come_back_at_level_0(model, sli
         if feature["properties"]["objectType"] == "cell":
             bounds = shape(feature["geometry"]).bounds
             assert np.abs(np.subtract(bounds, boxes[feature["properties"]["name"]])).max() <= 2
+            assert {"nc_ratio", "overlapped_fraction", "area_um2"} <= feature["properties"]["measurements"].keys()
+    # Streamed measurements equal those of the same instances measured as one image.
+    rows = pq.read_table(tmp_path / "real.parquet").to_pylist()
+    whole = [Instance.from_mask(r["id"], CellClass.CYTOPLASM if r["class"] == "cytoplasm" else CellClass.NUCLEUS,
+                                at(r), parent=r["parent"]) for r in rows]
+    expected = {r["id"]: r for r in measure(AnnotatedImage("real", np.zeros((4096, 4096), np.uint8), whole), 0.125)}
+    assert sum(r["overlapping_cells"] > 0 for r in rows if r["class"] == "cytoplasm") >= 5
+    for row in rows:
+        for column in ("perimeter", "nuclei", "nucleus_area", "nc_ratio", "overlapping_cells", "overlapped_fraction",
+                       "area_um2"):
+            value = expected[row["id"]][column]
+            assert row[column] is None if value is None else row[column] == pytest.approx(value), column
+    assert report["measurements"]["cells"] == len(cells) and report["measurements"]["nc_ratio_median"] > 0
 
 
 def test_skipped_glass_changes_nothing_but_the_time(model, slide_path, tmp_path):

@@ -10,7 +10,8 @@ number comes from the instances as they are, overlaps kept.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from pycocotools import mask as mask_utils
 from skimage.measure import regionprops
 
 from ..atomic import atomic_path
-from .instances import AnnotatedImage, CellClass, Instance
+from .instances import AnnotatedImage, CellClass
 
 # One place for the columns, in the order every table writes them.
 CELL_COLUMNS = ("area", "perimeter", "equivalent_diameter", "eccentricity", "solidity", "mean_intensity",
@@ -35,58 +36,86 @@ def intensity(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) if image.ndim == 2 else image[..., :3].astype(np.float32).mean(axis=-1)
 
 
-def _shape(mask: np.ndarray, gray: np.ndarray) -> dict:
-    """Shape and intensity of one mask (cropped to its box, with the image crop beside it)."""
-    props = regionprops(mask.astype(np.uint8), intensity_image=gray)[0]
-    values = gray[mask]
-    y, x = props.centroid
-    return {"area": int(props.area), "perimeter": float(props.perimeter),
-            "equivalent_diameter": float(props.equivalent_diameter_area), "eccentricity": float(props.eccentricity),
-            "solidity": float(props.solidity), "mean_intensity": float(values.mean()),
-            "std_intensity": float(values.std()), "centroid": (float(y), float(x))}
+@dataclass
+class Crop:
+    """An instance as a mask crop whose top-left corner lies at (y, x) of its image."""
+
+    id: int
+    category: CellClass
+    y: int
+    x: int
+    mask: np.ndarray
+    score: float = 1.0
+    parent: int | None = None
+
+    def overlap(self, other: Crop) -> np.ndarray | None:
+        """The pixels of this crop that `other` covers too (None when they do not meet)."""
+        top, left = max(self.y, other.y), max(self.x, other.x)
+        bottom = min(self.y + self.mask.shape[0], other.y + other.mask.shape[0])
+        right = min(self.x + self.mask.shape[1], other.x + other.mask.shape[1])
+        if top >= bottom or left >= right:
+            return None
+        mine = self.mask[top - self.y:bottom - self.y, left - self.x:right - self.x]
+        theirs = other.mask[top - other.y:bottom - other.y, left - other.x:right - other.x]
+        shared = mine & theirs
+        if not shared.any():
+            return None
+        covered = np.zeros_like(self.mask)
+        covered[top - self.y:bottom - self.y, left - self.x:right - self.x] = shared
+        return covered
 
 
-def _crop(instance: Instance) -> tuple[slice, slice]:
-    x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(instance.rle))
-    return slice(y, y + max(h, 1)), slice(x, x + max(w, 1))
+def crops(result: AnnotatedImage) -> list[Crop]:
+    """`result`'s instances as crops of their bounding boxes."""
+    out = []
+    for instance in result.instances:
+        x, y, w, h = (int(round(v)) for v in mask_utils.toBbox(instance.rle))
+        mask = instance.mask[y:y + max(h, 1), x:x + max(w, 1)]
+        if mask.any():
+            out.append(Crop(instance.id, instance.category, y, x, mask, instance.score, instance.parent))
+    return out
 
 
-def measure(result: AnnotatedImage, mpp: float | None = None) -> list[dict]:
-    """One row per cell and one per nucleus (columns `COLUMNS`, a nucleus leaving the cell-only
-    ones empty), with `_um` / `_um2` columns where `mpp` (microns per pixel) is known."""
-    gray = intensity(np.asarray(result.image))
-    cells, nuclei = result.cells, result.nuclei
-    coverage = np.zeros(result.size, dtype=np.uint16)  # how many cells cover each pixel
-    masks = {}
-    for cell in cells:
-        box = _crop(cell)
-        masks[cell.id] = (box, cell.mask[box])
-        coverage[box] += masks[cell.id][1]
-    touching = (np.asarray(mask_utils.iou([c.rle for c in cells], [c.rle for c in cells], [0] * len(cells))) > 0
-                if cells else np.zeros((0, 0), bool))
-    nucleus_rows = []
-    for nucleus in nuclei:
-        box = _crop(nucleus)
-        mask = nucleus.mask[box]
-        if not mask.any():
-            continue
-        shape = _shape(mask, gray[box])
-        nucleus_rows.append(_row(result.name, nucleus, "nucleus", shape, box, parent=nucleus.parent))
-    nucleus_area: dict[int, list[int]] = {}
-    for row in nucleus_rows:
-        if row["parent"] is not None:
-            nucleus_area.setdefault(row["parent"], []).append(row["area"])
+class CellOverlaps:
+    """The cells each cell meets and the part of it that others cover, as cells are added."""
+
+    def __init__(self):
+        self.cells: dict[int, Crop] = {}
+        self.meets: dict[int, int] = {}
+        self.hidden: dict[int, np.ndarray] = {}
+
+    def add(self, cell: Crop) -> None:
+        self.meets[cell.id], self.hidden[cell.id] = 0, np.zeros_like(cell.mask)
+        for other in self.cells.values():
+            covered = cell.overlap(other)
+            if covered is not None:
+                self.meets[cell.id] += 1
+                self.meets[other.id] += 1
+                self.hidden[cell.id] |= covered
+                self.hidden[other.id] |= other.overlap(cell)
+        self.cells[cell.id] = cell
+
+    def pop(self, cell_id: int) -> tuple[int, float]:
+        """The number of cells `cell_id` meets and its overlapped fraction; forgets it."""
+        cell = self.cells.pop(cell_id)
+        return self.meets.pop(cell_id), float(self.hidden.pop(cell_id).sum() / cell.mask.sum())
+
+
+def measure_cell(image: str, cell: Crop | None, nuclei: list[Crop], values: Callable[[Crop], np.ndarray],
+                 overlaps: tuple[int, float] | None, mpp: float | None = None) -> list[dict]:
+    """The rows of one cell (`None` for nuclei of no cell) and its nuclei. `values(crop)` gives
+    the intensities under a crop's mask; `overlaps`, the cells the cell meets and its
+    overlapped fraction (see `CellOverlaps`)."""
+    nucleus_rows = [_row(image, nucleus, "nucleus", _shape(nucleus, values(nucleus)), parent=nucleus.parent)
+                    for nucleus in nuclei]
     rows = []
-    for k, cell in enumerate(cells):
-        box, mask = masks[cell.id]
-        if not mask.any():
-            continue
-        shape = _shape(mask, gray[box])
-        own = nucleus_area.get(cell.id, [])
-        hidden = int((coverage[box][mask] > 1).sum())
+    if cell is not None:
+        shape = _shape(cell, values(cell))
+        own = [row["area"] for row in nucleus_rows if row["parent"] == cell.id]
+        meets, hidden = overlaps if overlaps is not None else (None, None)
         shape.update({"nuclei": len(own), "nucleus_area": int(sum(own)), "nc_ratio": sum(own) / shape["area"],
-                      "overlapping_cells": int(touching[k].sum()) - 1, "overlapped_fraction": hidden / shape["area"]})
-        rows.append(_row(result.name, cell, "cell", shape, box))
+                      "overlapping_cells": meets, "overlapped_fraction": hidden})
+        rows.append(_row(image, cell, "cell", shape))
     rows += nucleus_rows
     if mpp is not None:
         for row in rows:
@@ -96,11 +125,45 @@ def measure(result: AnnotatedImage, mpp: float | None = None) -> list[dict]:
     return rows
 
 
-def _row(image: str, instance: Instance, kind: str, shape: dict, box, parent: int | None = None) -> dict:
+def _shape(crop: Crop, values: np.ndarray) -> dict:
+    props = regionprops(crop.mask.astype(np.uint8))[0]
+    y, x = props.centroid
+    return {"area": int(props.area), "perimeter": float(props.perimeter),
+            "equivalent_diameter": float(props.equivalent_diameter_area), "eccentricity": float(props.eccentricity),
+            "solidity": float(props.solidity), "mean_intensity": float(values.mean()),
+            "std_intensity": float(values.std()), "centroid": (float(y) + crop.y, float(x) + crop.x)}
+
+
+def measure(result: AnnotatedImage, mpp: float | None = None) -> list[dict]:
+    """One row per cell and one per nucleus (columns `COLUMNS`, a nucleus leaving the cell-only
+    ones empty), with `_um` / `_um2` columns where `mpp` (microns per pixel) is known."""
+    gray = intensity(np.asarray(result.image))
+
+    def values(crop: Crop) -> np.ndarray:
+        return gray[crop.y:crop.y + crop.mask.shape[0], crop.x:crop.x + crop.mask.shape[1]][crop.mask]
+
+    everything = crops(result)
+    cells = [c for c in everything if c.category is CellClass.CYTOPLASM]
+    overlaps = CellOverlaps()
+    for cell in cells:
+        overlaps.add(cell)
+    nuclei_of: dict[int | None, list[Crop]] = {}
+    known = {cell.id for cell in cells}
+    for nucleus in (c for c in everything if c.category is CellClass.NUCLEUS):
+        nuclei_of.setdefault(nucleus.parent if nucleus.parent in known else None, []).append(nucleus)
+    rows = []
+    for cell in cells:
+        rows += measure_cell(result.name, cell, nuclei_of.pop(cell.id, []), values, overlaps.pop(cell.id), mpp)
+    cell_rows = [row for row in rows if row["class"] == "cell"]
+    nucleus_rows = [row for row in rows if row["class"] == "nucleus"]
+    return cell_rows + nucleus_rows + measure_cell(result.name, None, nuclei_of.pop(None, []), values, None, mpp)
+
+
+def _row(image: str, crop: Crop, kind: str, shape: dict, parent: int | None = None) -> dict:
     y, x = shape.pop("centroid")
     row = dict.fromkeys(COLUMNS)
-    row.update({"image": image, "id": instance.id, "class": kind, "score": instance.score,
-                "centroid_x": x + box[1].start, "centroid_y": y + box[0].start, "parent": parent})
+    row.update({"image": image, "id": crop.id, "class": kind, "score": crop.score, "centroid_x": x, "centroid_y": y,
+                "parent": parent})
     row.update({k: v for k, v in shape.items() if kind == "cell" or k in NUCLEUS_COLUMNS})
     return row
 

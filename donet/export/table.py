@@ -14,8 +14,12 @@ import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
 from ..atomic import atomic_path
+from ..data.measurements import CELL_COLUMNS, MICRON_COLUMNS
 
 ROW_GROUP = 20_000
+# With `donet predict --measure`, the measurements (`data.measurements`; a nucleus leaves the
+# cell-only ones empty); otherwise empty.
+MEASURED = [c for c in CELL_COLUMNS if c != "area"] + [name for name, _ in MICRON_COLUMNS.values()]
 
 
 SCHEMA = pa.schema([
@@ -25,15 +29,17 @@ SCHEMA = pa.schema([
     # COCO compressed RLE of the mask within its box (x, y, width, height): decode with
     # pycocotools.mask.decode({"size": [height, width], "counts": rle}).
     ("rle", pa.string()),
+    *((column, pa.int64() if column in ("nuclei", "nucleus_area", "overlapping_cells") else pa.float64())
+      for column in MEASURED),
 ])
 
 
 def table_row(number: int, category: str, parent: int | None, score: float, x: int, y: int,
-              mask: np.ndarray) -> dict:
+              mask: np.ndarray, measured: dict | None = None) -> dict:
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"id": number, "class": category, "parent": parent, "score": score, "x": x, "y": y,
             "width": mask.shape[1], "height": mask.shape[0], "area": int(mask.sum()),
-            "rle": rle["counts"].decode("ascii")}
+            "rle": rle["counts"].decode("ascii"), **{c: (measured or {}).get(c) for c in MEASURED}}
 
 
 class TableWriter:

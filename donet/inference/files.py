@@ -17,7 +17,8 @@ from ..atomic import write_text_atomic
 from ..data.coco import write_predictions
 from ..data.imageio import IMAGE_SUFFIXES, read_image
 from ..data.instances import AnnotatedImage, CellClass
-from ..data.measurements import SUMMARY_COLUMNS, measure, summary, table_rows, write_csv
+from ..data.measurements import (SUMMARY_COLUMNS, CellOverlaps, Crop, intensity, measure, measure_cell, summary,
+                                 table_rows, write_csv)
 from ..data.slide import OPENSLIDE_SUFFIXES, is_slide
 from ..errors import DonetError, ProcessLost
 from ..export.figures import attention_picture, heatmap_panel, overlay, save_png
@@ -156,25 +157,61 @@ def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, 
     return written
 
 
-def write_slide(run: SlideRun, name: str, folder: Path, main: bool) -> list[str]:
+def write_slide(run: SlideRun, name: str, folder: Path, main: bool,
+                measure: bool = False) -> tuple[list[str], dict | None]:
     """Stream `run` to `name`.geojson (QuPath) and `name`.parquet (one row per instance) in
-    level-0 coordinates; only the `main` process writes, the others run their tiles."""
+    level-0 coordinates, with the measurements when `measure` (in microns too where the
+    slide's pixel size is known);
+    only the `main` process writes, the others run their tiles. Returns the files written
+    and, when measuring, the slide's summary (`data.measurements.summary`)."""
     if not main:
         for _ in run:
             pass
-        return []
+        return [], None
+    overlaps, pending, summarised = CellOverlaps(), [], []
     with open_geojson(folder / f"{name}.geojson") as geojson, open_table(folder / f"{name}.parquet") as table:
-        for cell, nuclei in run:
+
+        def flush(entry) -> None:
+            cell, nuclei, crops, values = entry
+            measured = {}
+            if measure:
+                cell_crop = crops[cell.number] if cell else None
+                found = measure_cell(name, cell_crop, [crops[n.number] for n in nuclei], lambda c: values[c.id],
+                                     overlaps.pop(cell.number) if cell else None, run.mpp)
+                measured = {row["id"]: row for row in found}
+                summarised.extend({k: row[k] for k in ("class", "nc_ratio", "nuclei", "overlapping_cells")}
+                                  for row in found)
             outlines = []
             for item in ([cell] if cell else []) + nuclei:
-                x, y, mask = level0(item, run.downsample)
-                table.add(table_row(item.number, item.piece.category.name.lower(), item.parent,
-                                    item.piece.score, x, y, mask))
+                crop = crops[item.number]
+                table.add(table_row(item.number, item.piece.category.name.lower(), item.parent, item.piece.score,
+                                    crop.x, crop.y, crop.mask, measured.get(item.number)))
                 origin = (item.piece.x, item.piece.y)
                 outlines.append(Outline(item.number, geojson_geometry(item.piece.mask, origin, run.downsample),
                                         item.piece.score))
-            geojson.add(cell_features(name, outlines[0] if cell else None, outlines[1:] if cell else outlines))
-    return [f"{name}.geojson", f"{name}.parquet"]
+            geojson.add(cell_features(name, outlines[0] if cell else None, outlines[1:] if cell else outlines,
+                                      measured_values(measured.values()) if measured else None))
+
+        for cell, nuclei in run:
+            items = ([cell] if cell else []) + nuclei
+            crops, values = {}, {}
+            for item in items:
+                x, y, mask = level0(item, run.downsample)
+                crops[item.number] = Crop(item.number, item.piece.category, y, x, mask, item.piece.score, item.parent)
+                if measure:  # read now: the slide is open only while it is being iterated
+                    piece = item.piece
+                    region = run.level[piece.y:piece.y + piece.mask.shape[0], piece.x:piece.x + piece.mask.shape[1]]
+                    values[item.number] = intensity(region)[piece.mask]
+            if measure and cell:
+                overlaps.add(crops[cell.number])
+            pending.append((cell, nuclei, crops, values))
+            # Cells two tile rows apart never meet (cells are narrower than the overlap).
+            row = items[0].piece.tile // run.columns
+            while pending and (pending[0][0] or pending[0][1][0]).piece.tile // run.columns <= row - 2:
+                flush(pending.pop(0))
+        for entry in pending:
+            flush(entry)
+    return [f"{name}.geojson", f"{name}.parquet"], summary(summarised) if measure else None
 
 
 def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports: Exports,
@@ -212,8 +249,10 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
         report = reports[index]
         run = segmenter.segment_slide(paths[index], progress=on_tiles)
         try:
-            report.outputs = write_slide(run, report.name, folder, processes.main)
+            report.outputs, slide_summary = write_slide(run, report.name, folder, processes.main, exports.measure)
             report.slide = run.report()
+            if slide_summary is not None:
+                report.slide["measurements"] = slide_summary
             report.cells, report.nuclei, report.seconds = report.slide["cells"], report.slide["nuclei"], run.seconds
         except ProcessLost as exc:
             raise ProcessLost(paths[index], exc.problem) from None

@@ -14,7 +14,7 @@ import numpy as np
 from ..data.instances import CellClass
 from ..data.slide import Slide, open_slide
 from ..data.tissue import TissueMap
-from .tiling import Found, segment_tiled
+from .tiling import Found, Grid, segment_tiled
 
 
 class SlideRun:
@@ -22,7 +22,7 @@ class SlideRun:
     brings it to the model's pixel size (or the settings' cell diameter), skipping empty
     glass when the settings say so. Iterating yields each cell with its nuclei, and each
     nucleus of no cell alone, as `(cell or None, [nuclei])`, as soon as they are final; the
-    items are at `level` resolution (see `level0`). Every process of the segmenter's
+    items are at `level` resolution (see `level0`), which can be read while iterating. Every process of the segmenter's
     torchrun group must iterate: each runs its share of the tiles. `report()` says what was
     done once the iteration is over."""
 
@@ -49,7 +49,9 @@ class SlideRun:
         self.wanted, self.reason = self._downsample(slide)
         self.level_index = slide.level_for(self.wanted)
         level = slide.levels[self.level_index]
-        self.downsample = level.downsample
+        self.level, self.downsample = level, level.downsample
+        # Found items carry their tile's index: its row is index // columns.
+        self.columns = len(Grid(level.shape[0], level.shape[1], settings.tile, settings.overlap).cols)
         self.tissue = TissueMap(*slide.thumbnail()) if settings.skip_glass else None
         tissue = self.tissue
 
