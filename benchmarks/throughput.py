@@ -146,7 +146,8 @@ def main() -> None:
         tifffile.imwrite(flat, mosaic(pixels, side))
         pyramid = Path(scratch) / "mosaic.ome.tif"
         fields = side // 512
-        write_pyramid(pyramid, SyntheticSlide(side, side, [((r * 512, c * 512), pixels[(r * fields + c) % len(pixels)])
+        rgb = [np.stack([image] * 3, axis=-1) if image.ndim == 2 else image for image in pixels]
+        write_pyramid(pyramid, SyntheticSlide(side, side, [((r * 512, c * 512), rgb[(r * fields + c) % len(rgb)])
                                                            for r in range(fields) for c in range(fields)]))
         tile_tensors = [image_tensor(mosaic(pixels, 1024)).to(device)] * 16
         tile_rate = bare_rate(model, tile_tensors, 16, device, 1)

@@ -7,6 +7,7 @@ what DoNet reaches with a real training budget (see benchmarks/README.md for tha
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
         paths = sorted(val_dir.glob("*.png"))
         (folder / "predictions").mkdir()
         report = segment_files(Segmenter(model, InferenceSettings()), paths, folder / "predictions",
-                               Exports(geojson=True, overlay=True, heatmaps=True))
+                               Exports(geojson=True, overlay=True, heatmaps=True, measure=True))
         if report.failures:
             raise RuntimeError(f"prediction failed: {report.failures[0].problem}")
 
@@ -86,5 +87,9 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
             "The paper-protocol and ISBI metrics here use a score threshold of 0.5 (the official 0.9 suits "
             "converged models).",
         ]
-        write_report(folder / "report.html", "donet demo", notes, folder / "run" / "metrics.jsonl", results, figures)
+        with open(folder / "predictions" / "measurements.csv") as handle:
+            ratios = [float(row["nc_ratio"]) for row in csv.DictReader(handle)
+                      if row["class"] == "cell" and row["nuclei"] != "0"]
+        write_report(folder / "report.html", "donet demo", notes, folder / "run" / "metrics.jsonl", results, figures,
+                     ratios)
     return out / "report.html"

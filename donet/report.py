@@ -36,6 +36,38 @@ def loss_curve_svg(metrics_path: Path, width: int = 640, height: int = 240) -> s
             f'<text x="{width / 2 - 30}" y="{height - 8}" font-size="12">iteration</text></svg>')
 
 
+def histogram_svg(values: list[float], label: str, bins: int = 20, width: int = 640, height: int = 200) -> str:
+    """A histogram of `values` as an inline SVG, bars from 0 to the largest value."""
+    if not values:
+        return "<p>(nothing to show)</p>"
+    high = max(values) or 1.0
+    counts = [0] * bins
+    for value in values:
+        counts[min(int(value / high * bins), bins - 1)] += 1
+    pad, top = 40, max(counts)
+    bar = (width - 2 * pad) / bins
+    bars = "".join(f'<rect x="{pad + k * bar:.1f}" y="{height - pad - c / top * (height - 2 * pad):.1f}" '
+                   f'width="{bar - 1:.1f}" height="{c / top * (height - 2 * pad):.1f}" fill="#1f77b4"/>'
+                   for k, c in enumerate(counts))
+    return (f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<rect width="100%" height="100%" fill="white" stroke="#ccc"/>{bars}'
+            f'<text x="{pad}" y="20" font-size="12">{html.escape(label)}: {len(values)} cells, 0 to {high:.3g} '
+            f'(tallest bar {top})</text></svg>')
+
+
+def measurement_table_html(accuracy: dict) -> str:
+    head = "<tr><th>cells</th><th>matched</th><th>cell area</th><th>nucleus area</th><th>N/C ratio</th></tr>"
+    body = ""
+    for source, label in (("predicted", "predicted"), ("flattened_truth", "truth, one label per pixel")):
+        for group in ("all", "overlapped"):
+            figures = accuracy[source][group]
+            cells = [f"{label}, {group}", str(figures["cells"])] + [
+                "-" if figures[k] is None else f"{100 * figures[k]:.1f}%" for k in ("cell_area", "nucleus_area",
+                                                                                     "nc_ratio")]
+            body += "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
+    return f"<table>{head}{body}</table>"
+
+
 def metrics_table_html(results: dict) -> str:
     head = "<tr><th>metric</th><th>cytoplasm</th><th>nucleus</th><th>average</th></tr>"
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
@@ -44,9 +76,10 @@ def metrics_table_html(results: dict) -> str:
 
 
 def write_report(path: Path, title: str, notes: list[str], metrics_path: Path, results: dict,
-                 figures: list[dict[str, str]]) -> None:
+                 figures: list[dict[str, str]], nc_ratios: list[float] | None = None) -> None:
     """`figures`: per image, a caption, relative paths of its pictures (label -> path) and
-    optionally the labels of pictures to show wide."""
+    optionally the labels of pictures to show wide. `nc_ratios`: of the predicted cells
+    with a nucleus, for their histogram."""
     rows = []
     for figure in figures:
         cells = "".join(f'<figure><img src="{html.escape(src)}" alt="{html.escape(label)}"'
@@ -70,6 +103,11 @@ img {{ max-width: 420px; border: 1px solid #ddd; }} img.wide {{ max-width: 1000p
 <p>mAP, AP50, AP75: COCO segmentation AP (pycocotools, all detections). Paper protocol and
 ISBI metrics: detections scoring at least {results["settings"]["paper_score_threshold"]};
 standard protocol: at least {results["settings"]["standard_score_threshold"]}.</p>
+<h2>Measurements</h2>{histogram_svg(nc_ratios or [], "N/C ratio of predicted cells with a nucleus")}
+<p>How far the measurements of matched cells are from the truth (median absolute relative
+error, detections scoring at least {results["measurements"]["score_threshold"]}; overlapped:
+at least {100 * results["measurements"]["overlapped_from"]:.0f}% of the cell under others),
+beside the truth flattened to one label per pixel:</p>{measurement_table_html(results["measurements"])}
 <h2>Predictions</h2>{"".join(rows)}
 </body></html>
 """

@@ -1,5 +1,6 @@
 """`donet demo` end to end at a toy budget: every stage runs and the report's pictures exist."""
 
+import csv
 import json
 import re
 import subprocess
@@ -23,6 +24,12 @@ def test_demo_writes_a_report_whose_pictures_exist(tmp_path):
     pictures = re.findall(r'src="([^"]+)"', report)
     assert len(pictures) >= 4 and all((out / p).is_file() for p in pictures if not p.startswith("data:"))
     assert "<svg" in report and (out / "evaluation.json").is_file() and (out / "run" / "model.safetensors").is_file()
+    # The N/C histogram counts the cells with a nucleus that measurements.csv lists.
+    rows = list(csv.DictReader(open(out / "predictions" / "measurements.csv")))
+    with_nucleus = sum(row["class"] == "cell" and row["nuclei"] != "0" for row in rows)
+    shown = re.search(r"N/C ratio of predicted cells with a nucleus: (\d+) cells", report)
+    assert (int(shown.group(1)) if shown else 0) == with_nucleus
+    assert "truth, one label per pixel, overlapped" in report
 
     again = subprocess.run([sys.executable, "-m", "donet", "demo", "--out", str(out), "--iterations", "3"],
                            capture_output=True, text=True)

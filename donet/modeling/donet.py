@@ -88,7 +88,7 @@ class DoNet(GeneralizedRCNN):
         features = self.backbone(images.tensors)
         if not self.config.mrp:
             proposals, losses = self.rpn(images, features, targets)
-            detections, roi_losses, _ = self.roi_heads(features, proposals, images.image_sizes, targets)
+            detections, roi_losses, _ = self.roi_heads(_pooled(features), proposals, images.image_sizes, targets)
             losses.update(roi_losses)
             if self.training:
                 return losses
@@ -97,7 +97,7 @@ class DoNet(GeneralizedRCNN):
         cell_targets = _of_class(targets, CYTOPLASM_LABEL)
         nucleus_targets = _of_class(targets, NUCLEUS_LABEL)
         proposals, losses = self.rpn(images, features, cell_targets)
-        cells, roi_losses, mask_rois = self.roi_heads(features, proposals, images.image_sizes, cell_targets,
+        cells, roi_losses, mask_rois = self.roi_heads(_pooled(features), proposals, images.image_sizes, cell_targets,
                                                       attention_cells=self.config.mrp_attention)
         losses.update(roi_losses)
         p2 = features["0"]
@@ -107,7 +107,7 @@ class DoNet(GeneralizedRCNN):
             attention = p2.new_ones((len(p2), 1, *p2.shape[-2:]))
         nucleus_features = reweight(features, attention)
         proposals, nucleus_rpn_losses = self.nucleus_rpn(images, nucleus_features, nucleus_targets)
-        nuclei, nucleus_losses, _ = self.nucleus_roi_heads(nucleus_features, proposals, images.image_sizes,
+        nuclei, nucleus_losses, _ = self.nucleus_roi_heads(_pooled(nucleus_features), proposals, images.image_sizes,
                                                            nucleus_targets)
         losses.update({f"nucleus_{k}": v for k, v in {**nucleus_rpn_losses, **nucleus_losses}.items()})
         if self.training:
@@ -120,6 +120,12 @@ class DoNet(GeneralizedRCNN):
             detection["attention"] = F.interpolate(image_map[None, :, :h, :w], size=original, mode="bilinear",
                                                    align_corners=False)[0, 0]
         return detections
+
+
+def _pooled(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The features RoIAlign reads: it wants them contiguous and would otherwise copy every
+    level once per call on a channels-last model (see `inference.segmenter`)."""
+    return {name: level.contiguous() for name, level in features.items()}
 
 
 def _of_class(targets, label: int):
