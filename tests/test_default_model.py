@@ -14,6 +14,7 @@ from skimage.transform import rescale
 import donet
 from donet.data import CellClass, open_dataset, write_dataset
 from donet.data.instances import encode_mask
+from donet.data.stats import median_diameter
 from donet.errors import DonetError
 from donet.modeling.weights import DEFAULT_MODEL
 
@@ -67,6 +68,17 @@ def test_diameter_rescales_images_of_another_magnification(model, train_image):
     assert matched_cells(truth, list(found)) >= len(truth) - 1
     with pytest.raises(DonetError, match="diameter"):
         donet.segment(model, small, diameter=0)
+
+
+@pytest.mark.parametrize("factor", [0.5, 2.0])
+def test_auto_diameter_finds_the_scale_itself(model, train_image, factor):
+    pixels = rescale(train_image.image, factor, anti_aliasing=factor < 1, preserve_range=True).astype(np.uint8)
+    truth = [rescale(m.astype(float), factor, order=1) > 0.5 for m in train_image.masks(CellClass.CYTOPLASM)]
+    segmenter = donet.Segmenter(model, device="cpu", diameter="auto")
+    result, _, estimate = segmenter.segment_with_detection(pixels)
+    true_diameter = factor * median_diameter([train_image])
+    assert abs(np.log(estimate / true_diameter)) < np.log(1.3)
+    assert matched_cells(truth, list(result.masks(CellClass.CYTOPLASM))) >= len(truth) - 1
 
 
 def test_predict_and_evaluate_use_it_when_no_model_is_named(train_image, tmp_path):

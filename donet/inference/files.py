@@ -61,6 +61,7 @@ class InputReport:
     seconds: float = 0.0
     problem: str | None = None
     slide: dict | None = None
+    diameter: float | None = None  # with --diameter auto, the typical cell diameter found
 
 
 @dataclass
@@ -232,7 +233,7 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     found, sizes, files, measured = {}, {}, {}, {}
     for index, done in zip(mine, segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine])):
         report = reports[index]
-        report.seconds, report.problem = round(done.seconds, 3), done.problem
+        report.seconds, report.problem, report.diameter = round(done.seconds, 3), done.problem, done.diameter
         if done.result is not None:
             result = done.result
             if exports.measure:
@@ -271,7 +272,10 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
                                      for k in (1, 2, 3, 4))
     report = Report(reports)
     if processes.main and len(report.failures) < len(reports):
-        write_text_atomic(folder / "settings.json", settings.model_dump_json(indent=2))
+        recorded = settings.model_dump(mode="json")
+        if settings.diameter == "auto":
+            recorded["estimated_diameters"] = {item.name: item.diameter for item in reports if item.problem is None}
+        write_text_atomic(folder / "settings.json", json.dumps(recorded, indent=2))
         report.outputs.append("settings.json")
         if exports.coco and found:
             write_predictions(folder / "predictions.json", found, sizes, files)

@@ -21,6 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from ..data.instances import AnnotatedImage, CellClass, Instance
+from ..data.stats import equivalent_diameter
 from ..distributed import Processes
 from ..errors import DonetError
 from ..modeling import DoNet, ModelConfig
@@ -44,15 +45,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def diameter_scale(config: ModelConfig, diameter: float | None) -> float:
+def diameter_scale(config: ModelConfig, diameter: float | str | None) -> float:
     """The factor that brings cells of `diameter` pixels to the size the model was trained
-    at (1 for None)."""
+    at (1 for None; "auto" starts at 1, see `Segmenter`)."""
     if diameter is None:
         return 1.0
     if config.cell_diameter is None:
         raise DonetError(None, "this model records no training cell diameter (trained before donet recorded it); "
                                "retrain it, or leave --diameter out")
-    return config.cell_diameter / diameter
+    return 1.0 if diameter == "auto" else config.cell_diameter / diameter
+
+
+# --diameter auto: an image is segmented again at the scale its confident cells ask for
+# when that differs from the last pass's by more than this factor (at most twice).
+AUTO_TOLERANCE = 1.25
+AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
+
+
+def typical_diameter(result: AnnotatedImage) -> float | None:
+    """Median equivalent-circle diameter of the confident cells, or None without any."""
+    diameters = [equivalent_diameter(cell.area) for cell in result.cells if cell.score >= AUTO_SCORE]
+    return float(np.median(diameters)) if diameters else None
 
 
 @dataclass
@@ -67,6 +80,7 @@ class Segmented:
     problem: str | None
     seconds: float
     detection: dict[str, torch.Tensor] | None = None
+    diameter: float | None = None  # with --diameter auto, the cells' typical diameter it found
 
     @property
     def instances(self):
@@ -143,16 +157,36 @@ class Segmenter:
 
     def segment_with_detection(self, image: np.ndarray, name: str = "image",
                                progress: Callable[[int, int], None] | None = None,
-                               ) -> tuple[AnnotatedImage, dict[str, torch.Tensor] | None]:
-        """`segment`, and the model's raw detection when the image was one tile (the Fig. 6
-        heatmaps and the Fig. 3 attention map are drawn from it)."""
+                               ) -> tuple[AnnotatedImage, dict[str, torch.Tensor] | None, float | None]:
+        """`segment`, the model's raw detection when the image was one tile (the Fig. 6
+        heatmaps and the Fig. 3 attention map are drawn from it) and, with `diameter="auto"`,
+        the typical cell diameter found."""
         return self._segment(image, name, progress)
 
     def _segment(self, image, name, progress=None, detection=None):
+        """The result, the raw detection of a one-tile image, and the diameter estimate.
+        `detection`: the image's detection at the settings' scale, already run."""
+        result, detection = self._segment_at(image, name, self.scale, progress, detection)
+        if self.settings.diameter != "auto":
+            return result, detection, None
+        # Start at the model's own scale; move to the scale the confident cells ask for.
+        scale, estimate = self.scale, None
+        for _ in range(2):
+            found = typical_diameter(result)
+            if found is None:
+                break
+            estimate, wanted = found, self.model.config.cell_diameter / found
+            if abs(np.log(wanted / scale)) <= np.log(AUTO_TOLERANCE):
+                break
+            scale = wanted
+            result, detection = self._segment_at(image, name, scale, progress)
+        return result, detection, estimate
+
+    def _segment_at(self, image, name, scale, progress=None, detection=None):
         first: list = []
 
         def detect(crops: list[np.ndarray], corners) -> list[dict[str, torch.Tensor]]:
-            found = [detection] if detection is not None else self.detect(crops)
+            found = [detection] if detection is not None else self.detect(crops, scale)
             first.extend(found)
             return found
 
@@ -184,8 +218,8 @@ class Segmenter:
                 pending.append((name, source, pixels, seconds))
                 continue
             started = time.perf_counter()
-            result, _ = self._segment(pixels, name)
-            yield Segmented(name, source, result, None, seconds + time.perf_counter() - started)
+            result, _, diameter = self._segment(pixels, name)
+            yield Segmented(name, source, result, None, seconds + time.perf_counter() - started, diameter=diameter)
         yield from self._run_batch(pending)
 
     def instances_by_name(self, dataset: Sequence[AnnotatedImage] | Iterable[AnnotatedImage],
@@ -216,8 +250,9 @@ class Segmenter:
         shared = (time.perf_counter() - started) / len(batch)
         for (name, source, pixels, seconds), detection in zip(batch, detections):
             started = time.perf_counter()
-            result, _ = self._segment(pixels, name, detection=detection)
-            yield Segmented(name, source, result, None, seconds + shared + time.perf_counter() - started, detection)
+            result, detection, diameter = self._segment(pixels, name, detection=detection)
+            yield Segmented(name, source, result, None, seconds + shared + time.perf_counter() - started, detection,
+                            diameter)
 
     def _read_ahead(self, inputs) -> Iterator[tuple[str, Path | None, np.ndarray | None, str | None, float]]:
         """(name, source file, pixels or None, problem or None, seconds to read), in input

@@ -3,7 +3,7 @@ command line reads its defaults without loading a model)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -25,7 +25,8 @@ class InferenceSettings(BaseModel):
     overlap: int = Field(320, ge=0)  # between tiles: more than the widest cell
     # Typical cell diameter in the images (pixels), when it differs from the training
     # images': they are rescaled so cells match (Cellpose's convention). None: as in training.
-    diameter: float | None = Field(None, gt=0)
+    # "auto": estimated per image from a first pass (see `Segmenter`).
+    diameter: Annotated[float, Field(gt=0)] | Literal["auto"] | None = None
     # Whole slides: microns per level-0 pixel where the file does not say, and whether tiles
     # a thumbnail shows as empty glass are skipped.
     mpp: float | None = Field(None, ge=0.001)

@@ -14,6 +14,7 @@ import numpy as np
 from ..data.instances import CellClass
 from ..data.slide import Slide, open_slide
 from ..data.tissue import TissueMap
+from ..errors import DonetError
 from .tiling import Found, Grid, segment_tiled
 
 
@@ -75,6 +76,8 @@ class SlideRun:
         """Level-0 pixels per pixel the model should see, and what decided it: the cell
         diameter given, else the slide's and the model's pixel sizes, else full resolution."""
         settings, config = self.segmenter.settings, self.segmenter.model.config
+        if settings.diameter == "auto":
+            raise DonetError(self.path, "--diameter auto is for images; for a slide give --diameter D or its --mpp")
         if settings.diameter is not None:
             return 1 / self.segmenter.scale, f"cell diameter {settings.diameter:g} px"
         if slide.mpp and config.microns_per_pixel:

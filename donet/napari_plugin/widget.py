@@ -31,12 +31,15 @@ class SegmentWidget(Container):
                                   value=DEFAULTS.score_threshold)
         self.diameter = FloatSpinBox(label="cell diameter (px)", min=0.0, max=5000.0, step=5.0, value=0.0,
                                      tooltip="Typical cell diameter in this image; 0: as in the training images")
+        self.auto_diameter = CheckBox(text="estimate the cell diameter",
+                                      tooltip="Segment once, then again at the scale the confident cells ask for")
         self.visible_only = CheckBox(text="visible region only")
         self.maps = CheckBox(text="add intersection / complement / attention maps")
         self.run_button = PushButton(text="Segment")
         self.progress = ProgressBar(value=0, min=0, max=1, visible=False)
         self.status = Label(value="")
-        self.extend([self.image, self.model_file, self.device, self.score, self.diameter, self.visible_only,
+        self.extend([self.image, self.model_file, self.device, self.score, self.diameter, self.auto_diameter,
+                     self.visible_only,
                      self.maps, self.run_button, self.progress, self.status])
         self.run_button.changed.connect(self.run)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -73,7 +76,7 @@ class SegmentWidget(Container):
             return
         try:
             settings = InferenceSettings.of(score_threshold=self.score.value, device=self.device.value,
-                                            diameter=self.diameter.value or None)
+                                            diameter="auto" if self.auto_diameter.value else self.diameter.value or None)
             pixels, offset = self._region(layer)
         except DonetError as exc:
             self.status.value = str(exc)
@@ -96,7 +99,7 @@ class SegmentWidget(Container):
         key = (model_path or "", settings.device)
         if key not in self._models:
             self._models[key] = load_model(model_path and Path(model_path))
-        result, detection = Segmenter(self._models[key], settings).segment_with_detection(
+        result, detection, _ = Segmenter(self._models[key], settings).segment_with_detection(
             pixels, "image", progress=lambda done, total: setattr(self, "_tiles", (done, total)))
         return result.instances, detection, result.measurements()
 

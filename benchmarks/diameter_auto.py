@@ -1,0 +1,89 @@
+"""`--diameter auto` against images at another magnification.
+
+    python benchmarks/diameter_auto.py --out benchmarks/results/diameter_auto.json [--scales 0.5 0.7 1.4 2.0]
+
+test90 and the 9 held-out train45 images of the split (every fifth; the shipped model saw
+them in training) are rescaled by each factor (images bilinear, masks nearest) and
+segmented by the shipped model without a diameter, with `diameter="auto"`, and with the true
+median diameter of the rescaled cells given by hand. Reported: cytoplasm and nucleus mAP,
+and the median ratio of the estimated to the true diameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.transform import rescale
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from default_model import holdout_split  # noqa: E402
+from provenance import provenance  # noqa: E402
+
+from donet.data import AnnotatedImage, Instance, open_dataset  # noqa: E402
+from donet.data.stats import median_diameter  # noqa: E402
+from donet.evaluation import evaluate  # noqa: E402
+from donet.inference import Segmenter  # noqa: E402
+from donet.modeling.weights import load_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "isbi2014"
+
+
+def rescaled(sample: AnnotatedImage, factor: float) -> AnnotatedImage:
+    if factor == 1.0:
+        return sample
+    image = rescale(sample.image, factor, order=1, preserve_range=True, anti_aliasing=factor < 1,
+                    channel_axis=-1 if sample.image.ndim == 3 else None).round().astype(sample.image.dtype)
+    instances = []
+    for instance in sample.instances:
+        mask = rescale(instance.mask, factor, order=0, preserve_range=True, anti_aliasing=False).astype(bool)
+        if mask.any():
+            instances.append(Instance.from_mask(instance.id, instance.category, mask, instance.parent))
+    return AnnotatedImage(sample.name, image, instances)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 0.7, 1.4, 2.0])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model()
+    sets = {"test90": list(open_dataset(DATA / "isbi2014_test")),
+            "train45 held-out 9 (seen in training)": holdout_split(open_dataset(DATA / "isbi2014_train"))[1]}
+    results = {**provenance(), "model_cell_diameter": model.config.cell_diameter}
+    for set_name, samples in sets.items():
+        rows = {}
+        for factor in args.scales:
+            truth = [rescaled(s, factor) for s in samples]
+            true_diameter = median_diameter(truth)
+            row = {"true_median_diameter": true_diameter}
+            for mode, diameter in (("none", None), ("auto", "auto"), ("true", true_diameter)):
+                started = time.perf_counter()
+                segmenter = Segmenter.keeping_every_detection(model, device="cpu", diameter=diameter)
+                done = list(segmenter.segment_many(truth))
+                classes = evaluate(truth, {d.name: d.instances for d in done})["classes"]
+                row[mode] = {"cytoplasm_map": round(100 * classes["cytoplasm"]["coco"]["ap"], 2),
+                             "nucleus_map": round(100 * classes["nucleus"]["coco"]["ap"], 2),
+                             "seconds": round(time.perf_counter() - started, 1)}
+                if mode == "auto":
+                    found = [d.diameter / median_diameter([s]) for d, s in zip(done, truth)
+                             if d.diameter is not None and median_diameter([s])]
+                    row[mode]["estimate_over_truth_median"] = round(float(np.median(found)), 3) if found else None
+            rows[str(factor)] = row
+            print(set_name, factor, json.dumps(row), flush=True)
+        results[set_name] = rows
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
