@@ -65,15 +65,21 @@ def timed(step, repeats: int, device: torch.device) -> float:
 
 
 def bare_rate(model, tensors: list[torch.Tensor], batch: int, device, repeats: int, autocast=None) -> float:
-    """Images per second of the forward pass alone over `tensors`, `batch` at a time."""
+    """Images per second of the forward pass alone over `tensors`, `batch` at a time, each at
+    its own size (as the engine runs tiles: the model's training scale is 512 px here)."""
     batches = [tensors[i:i + batch] for i in range(0, len(tensors), batch)]
+    saved = model.transform.min_size, model.transform.max_size
+    model.transform.min_size, model.transform.max_size = (min(tensors[0].shape[-2:]),), max(tensors[0].shape[-2:])
 
     def run():
         with torch.no_grad(), torch.autocast("cuda", dtype=autocast, enabled=autocast is not None):
             for images in batches:
                 model(images)
 
-    return len(tensors) / timed(run, repeats, device)
+    try:
+        return len(tensors) / timed(run, repeats, device)
+    finally:
+        model.transform.min_size, model.transform.max_size = saved
 
 
 def mosaic(images: list[np.ndarray], side: int) -> np.ndarray:
