@@ -21,6 +21,7 @@ from .data.coco import write_predictions
 from .errors import DonetError
 from .evaluation import evaluate, json_safe, read_predictions, table_rows
 from .evaluation.evaluate import TABLE_ROWS
+from .evaluation.measurement_accuracy import MEASUREMENT_COLUMNS, measurement_rows
 from .inference.settings import InferenceSettings
 
 if TYPE_CHECKING:
@@ -230,15 +231,11 @@ def print_results(results: dict, title: str) -> None:
 def print_measurement_errors(accuracy: dict) -> None:
     table = Table(title=f"measurement error of matched cells (median |relative error|, score >= "
                         f"{accuracy['score_threshold']:g}, overlapped: >= {100 * accuracy['overlapped_from']:.0f}% "
-                        "under other cells)")
-    for column in ("cells", "matched", "cell area", "nucleus area", "N/C ratio"):
+                        "under other cells; flat truth: one label per pixel)")
+    for column in MEASUREMENT_COLUMNS:
         table.add_column(column, justify="left" if column == "cells" else "right")
-    for source, label in (("predicted", "predicted"), ("flattened_truth", "truth, one label per pixel")):
-        for group in ("all", "overlapped"):
-            figures = accuracy[source][group]
-            table.add_row(f"{label}, {group}", str(figures["cells"]),
-                          *("-" if figures[k] is None else f"{100 * figures[k]:.1f}%"
-                            for k in ("cell_area", "nucleus_area", "nc_ratio")))
+    for row in measurement_rows(accuracy):
+        table.add_row(*row)
     Console().print(table)
 
 

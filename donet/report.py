@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .atomic import write_text_atomic
 from .evaluation import table_rows
+from .evaluation.measurement_accuracy import MEASUREMENT_COLUMNS, measurement_rows
 
 
 def loss_curve_svg(metrics_path: Path, width: int = 640, height: int = 240) -> str:
@@ -56,15 +57,9 @@ def histogram_svg(values: list[float], label: str, bins: int = 20, width: int = 
 
 
 def measurement_table_html(accuracy: dict) -> str:
-    head = "<tr><th>cells</th><th>matched</th><th>cell area</th><th>nucleus area</th><th>N/C ratio</th></tr>"
-    body = ""
-    for source, label in (("predicted", "predicted"), ("flattened_truth", "truth, one label per pixel")):
-        for group in ("all", "overlapped"):
-            figures = accuracy[source][group]
-            cells = [f"{label}, {group}", str(figures["cells"])] + [
-                "-" if figures[k] is None else f"{100 * figures[k]:.1f}%" for k in ("cell_area", "nucleus_area",
-                                                                                     "nc_ratio")]
-            body += "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
+    head = "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in MEASUREMENT_COLUMNS) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                   for row in measurement_rows(accuracy))
     return f"<table>{head}{body}</table>"
 
 
@@ -107,7 +102,7 @@ standard protocol: at least {results["settings"]["standard_score_threshold"]}.</
 <p>How far the measurements of matched cells are from the truth (median absolute relative
 error, detections scoring at least {results["measurements"]["score_threshold"]}; overlapped:
 at least {100 * results["measurements"]["overlapped_from"]:.0f}% of the cell under others),
-beside the truth flattened to one label per pixel:</p>{measurement_table_html(results["measurements"])}
+beside the truth flattened to one label per pixel (flat truth):</p>{measurement_table_html(results["measurements"])}
 <h2>Predictions</h2>{"".join(rows)}
 </body></html>
 """

@@ -29,7 +29,7 @@ def test_demo_writes_a_report_whose_pictures_exist(tmp_path):
     with_nucleus = sum(row["class"] == "cell" and row["nuclei"] != "0" for row in rows)
     shown = re.search(r"N/C ratio of predicted cells with a nucleus: (\d+) cells", report)
     assert (int(shown.group(1)) if shown else 0) == with_nucleus
-    assert "truth, one label per pixel, overlapped" in report
+    assert "flat truth, overlapped" in report
 
     again = subprocess.run([sys.executable, "-m", "donet", "demo", "--out", str(out), "--iterations", "3"],
                            capture_output=True, text=True)

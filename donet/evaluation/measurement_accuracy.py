@@ -118,3 +118,18 @@ def measurement_accuracy(truth: Sequence[AnnotatedImage], predictions: Mapping[s
     return {"score_threshold": score_threshold, "match_iou": MATCH_IOU, "overlapped_from": OVERLAPPED,
             "predicted": _summary(_errors(truth, predictions, score_threshold)),
             "flattened_truth": _summary(_errors(truth, flat, 0.0))}
+
+
+MEASUREMENT_COLUMNS = ("cells", "matched", "cell area", "nucleus area", "N/C ratio")
+
+
+def measurement_rows(accuracy: dict) -> list[list[str]]:
+    """`measurement_accuracy`'s figures as table rows (`MEASUREMENT_COLUMNS`, errors in %)."""
+    rows = []
+    for source, label in (("predicted", "predicted"), ("flattened_truth", "flat truth")):
+        for group in ("all", "overlapped"):
+            figures = accuracy[source][group]
+            rows.append([f"{label}, {group}", str(figures["cells"])] + [
+                "-" if figures[k] is None else f"{100 * figures[k]:.1f}%" for k in ("cell_area", "nucleus_area",
+                                                                                     "nc_ratio")])
+    return rows

@@ -17,8 +17,17 @@ from ..atomic import write_text_atomic
 from ..data.coco import write_predictions
 from ..data.imageio import IMAGE_SUFFIXES, read_image
 from ..data.instances import AnnotatedImage, CellClass
-from ..data.measurements import (SUMMARY_COLUMNS, CellOverlaps, Crop, intensity, measure, measure_cell, summary,
-                                 table_rows, write_csv)
+from ..data.measurements import (
+    SUMMARY_COLUMNS,
+    CellOverlaps,
+    Crop,
+    intensity,
+    measure,
+    measure_cell,
+    summary,
+    table_rows,
+    write_csv,
+)
 from ..data.slide import OPENSLIDE_SUFFIXES, is_slide
 from ..errors import DonetError, ProcessLost
 from ..export.figures import attention_picture, heatmap_panel, overlay, save_png
