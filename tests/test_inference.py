@@ -120,3 +120,13 @@ def test_the_command_line_answers_without_torch(arguments):
     assert "torch loaded: False" in done.stdout, done.stdout + done.stderr
     if arguments == ["--version"]:
         assert done.stdout.startswith(f"donet {donet.__version__}")
+
+
+def test_an_unreadable_dataset_image_is_one_clear_error(model, tmp_path):
+    class Broken(list):
+        def __getitem__(self, index):
+            raise DonetError(tmp_path / "bad.png", "not a readable image")
+
+    with pytest.raises(DonetError) as error:
+        Segmenter(model, device="cpu").instances_by_name(Broken([None]))
+    assert str(error.value) == f"{tmp_path / 'bad.png'}: not a readable image"

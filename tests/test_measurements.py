@@ -102,3 +102,12 @@ def test_accuracy_of_perfect_predictions_and_of_flat_labels(pair):
     small_error = abs(small.sum() - (nuclei[1] & small).sum() - small.sum()) / small.sum()
     assert flat["cell_area"] == pytest.approx(np.median([large_error, small_error]))
     assert flat["nc_ratio"] > 0
+
+
+def test_a_nucleus_whose_cell_is_missing_is_measured_alone(pair):
+    sample = pair[0]
+    without_large = AnnotatedImage(sample.name, sample.image, [i for i in sample.instances if i.id != 1])
+    rows = table_rows(measure(without_large))
+    # Its two nuclei lose their (absent) parent and are listed on their own.
+    assert sorted(row["id"] for row in rows if row["class"] == "nucleus") == [3, 4, 6]
+    assert all(row["parent"] is None for row in rows if row["class"] == "nucleus")

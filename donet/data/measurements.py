@@ -150,7 +150,9 @@ def measure(result: AnnotatedImage, mpp: float | None = None) -> list[dict]:
     nuclei_of: dict[int | None, list[Crop]] = {}
     known = {cell.id for cell in cells}
     for nucleus in (c for c in everything if c.category is CellClass.NUCLEUS):
-        nuclei_of.setdefault(nucleus.parent if nucleus.parent in known else None, []).append(nucleus)
+        if nucleus.parent not in known:
+            nucleus.parent = None  # its cell is not measured (empty, or not in the image): alone
+        nuclei_of.setdefault(nucleus.parent, []).append(nucleus)
     rows = []
     for cell in cells:
         rows += measure_cell(result.name, cell, nuclei_of.pop(cell.id, []), values, overlaps.pop(cell.id), mpp)

@@ -7,7 +7,7 @@ import glob
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +84,6 @@ class Report:
     def failures(self) -> list[InputReport]:
         return [item for item in self.inputs if item.problem is not None]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files, folders (their images, sorted) and glob patterns, in the order given."""
@@ -128,7 +125,9 @@ def open_image(path: Path) -> np.ndarray:
     if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
         try:
             pixels = tifffile.memmap(path, mode="r")
-            if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] in (3, 4)):
+            # Only what the model reads as stored: native 8- or 16-bit, gray or colour.
+            if (pixels.dtype in (np.uint8, np.uint16) and pixels.dtype.isnative
+                    and (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] in (3, 4)))):
                 return pixels
         except (ValueError, tifffile.TiffFileError, OSError):
             pass  # compressed or unusual layout: read it whole
@@ -215,10 +214,13 @@ def write_slide(run: SlideRun, name: str, folder: Path, main: bool,
             if measure and cell:
                 overlaps.add(crops[cell.number])
             pending.append((cell, nuclei, crops, values))
-            # Cells two tile rows apart never meet (cells are narrower than the overlap).
-            row = items[0].piece.tile // run.columns
-            while pending and (pending[0][0] or pending[0][1][0]).piece.tile // run.columns <= row - 2:
-                flush(pending.pop(0))
+            # Cells two tile rows apart never meet (cells are narrower than the overlap). Cells
+            # arrive in row order; a nucleus of no cell may come from a later row, so only a
+            # cell moves the row on.
+            if cell:
+                row = cell.piece.tile // run.columns
+                while pending and (pending[0][0] is None or pending[0][0].piece.tile // run.columns <= row - 2):
+                    flush(pending.pop(0))
         for entry in pending:
             flush(entry)
     return [f"{name}.geojson", f"{name}.parquet"], summary(summarised) if measure else None
@@ -272,7 +274,9 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
             on_input(report)
     # Every process learns what all found; process 0 writes the shared files.
     parts = processes.all_gather(([(i, reports[i]) for i in mine], found, sizes, files, measured))
-    for part in parts[1:]:
+    for rank, part in enumerate(parts):
+        if rank == processes.rank:
+            continue
         for index, item in part[0]:
             reports[index] = item
             if on_input and processes.main:

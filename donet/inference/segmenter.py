@@ -23,8 +23,9 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from ..data.instances import AnnotatedImage, CellClass, Instance
 from ..data.stats import equivalent_diameter
 from ..distributed import Processes
-from ..errors import DonetError
+from ..errors import DonetError, ProcessLost
 from ..modeling import DoNet, ModelConfig
+from .paste import CHUNK
 from .settings import InferenceSettings
 from .tiling import instances, segment_tiled
 
@@ -60,6 +61,7 @@ def diameter_scale(config: ModelConfig, diameter: float | str | None) -> float:
 # when that differs from the last pass's by more than this factor (at most twice).
 AUTO_TOLERANCE = 1.25
 AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
+AUTO_RANGE = (0.25, 4.0)  # rescaling beyond this is a misreading (debris, merged cells), not a magnification
 
 
 def typical_diameter(result: AnnotatedImage) -> float | None:
@@ -173,16 +175,18 @@ class Segmenter:
         if self.settings.diameter != "auto":
             return result, detection, None
         # Start at the model's own scale; move to the scale the confident cells ask for.
-        scale, estimate = self.scale, None
+        scale, estimate = self.scale, typical_diameter(result)
         for _ in range(2):
-            found = typical_diameter(result)
-            if found is None:
+            if estimate is None:
                 break
-            estimate, wanted = found, self.model.config.cell_diameter / found
+            wanted = float(np.clip(self.model.config.cell_diameter / estimate, *AUTO_RANGE))
             if abs(np.log(wanted / scale)) <= np.log(AUTO_TOLERANCE):
                 break
-            scale = wanted
-            result, detection = self._segment_at(image, name, scale, progress)
+            again, again_detection = self._segment_at(image, name, wanted, progress)
+            found = typical_diameter(again)
+            if found is None:
+                break  # nothing confident at that scale: keep the last pass
+            scale, result, detection, estimate = wanted, again, again_detection, found
         return result, detection, estimate
 
     def _segment_at(self, image, name, scale, progress=None, detection=None):
@@ -231,7 +235,7 @@ class Segmenter:
         found = {}
         for done in self.segment_many(dataset):
             if done.problem is not None:
-                raise DonetError(done.source, done.problem)
+                raise DonetError(None, done.problem)  # the problem names its file
             found[done.name] = done.instances
             if progress:
                 progress()
@@ -260,7 +264,9 @@ class Segmenter:
     def _read_ahead(self, inputs) -> Iterator[tuple[str, Path | None, np.ndarray | None, str | None, float]]:
         """(name, source file, pixels or None, problem or None, seconds to read), in input
         order, read by `settings.workers` threads a few images ahead."""
-        if isinstance(inputs, Sequence) and not isinstance(inputs, (str, Path)):
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        if isinstance(inputs, Sequence):
             items: Iterable = (lambda i=i: inputs[i] for i in range(len(inputs)))  # decoded in the workers
         else:
             items = (lambda item=item: item for item in inputs)
@@ -306,7 +312,7 @@ def _for_inference(model: DoNet) -> DoNet:
 def _read(item: Callable[[], Input]) -> tuple[str, Path | None, np.ndarray | None, str | None, float]:
     from .files import open_image, output_name
 
-    started = time.perf_counter()
+    started, value = time.perf_counter(), None
     try:
         value = item()
         if isinstance(value, AnnotatedImage):
@@ -315,12 +321,11 @@ def _read(item: Callable[[], Input]) -> tuple[str, Path | None, np.ndarray | Non
             path = Path(value)
             return output_name(path), path, open_image(path), None, time.perf_counter() - started
         return "image", None, np.asarray(value), None, time.perf_counter() - started
+    except ProcessLost:
+        raise  # torchrun is stopping this process: not a problem of this image
     except DonetError as exc:
-        path = Path(value) if isinstance(value, (str, Path)) else None
+        path = Path(value) if isinstance(value, (str, Path)) else exc.path
         return output_name(path) if path else "image", path, None, str(exc), time.perf_counter() - started
-
-
-PASTE_CHUNK = 32  # masks pasted at once for the heatmaps: bounds memory on crowded images
 
 
 def probability_maps(detection: dict[str, torch.Tensor], size: tuple[int, int],
@@ -335,8 +340,8 @@ def probability_maps(detection: dict[str, torch.Tensor], size: tuple[int, int],
             continue
         total = np.zeros(size, dtype=np.float32)
         probs, boxes = detection[key][keep], detection["boxes"][keep]
-        for start in range(0, len(probs), PASTE_CHUNK):
-            chunk = slice(start, start + PASTE_CHUNK)
+        for start in range(0, len(probs), CHUNK):
+            chunk = slice(start, start + CHUNK)
             pasted = paste_masks_in_image(probs[chunk, None], boxes[chunk], size, padding=1)[:, 0]
             total = np.maximum(total, pasted.max(dim=0).values.cpu().numpy())
         maps[name] = total

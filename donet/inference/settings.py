@@ -26,7 +26,7 @@ class InferenceSettings(BaseModel):
     # Typical cell diameter in the images (pixels), when it differs from the training
     # images': they are rescaled so cells match (Cellpose's convention). None: as in training.
     # "auto": estimated per image from a first pass (see `Segmenter`).
-    diameter: Annotated[float, Field(gt=0)] | Literal["auto"] | None = None
+    diameter: Annotated[float, Field(gt=0, allow_inf_nan=False)] | Literal["auto"] | None = None
     # Whole slides: microns per level-0 pixel where the file does not say, and whether tiles
     # a thumbnail shows as empty glass are skipped.
     mpp: float | None = Field(None, ge=0.001)

@@ -70,7 +70,7 @@ def load_weights(model: DoNet, path: str | Path) -> DoNet:
     if missing or unexpected:
         raise DonetError(path, f"checkpoint does not fit the model ({len(missing)} missing, "
                                f"{len(unexpected)} unexpected tensors)")
-    # Inference sizes each image from the config (`inference.input_size`); the transform's
+    # Inference sizes each image from the config (`inference.Segmenter`); the transform's
     # own sizes are left alone, as a resumed training run has set them to its scale jitter.
     model.config = model.config.model_copy(update={field: getattr(config, field) for field in SCALE})
     return model
