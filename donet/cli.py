@@ -355,7 +355,8 @@ def predict_command(
         help="measurements.csv (a row per cell: area, perimeter, N/C ratio, overlap...; whole cells, overlaps kept) "
              "and measurements_summary.csv; the values also go into the GeoJSON.")] = False,
     mpp: Annotated[Optional[float], typer.Option(
-        help="Whole slides: microns per level-0 pixel, where the file does not record it.")] = None,
+        help="Microns per pixel where the file does not record it: whole slides pick their level by it, and "
+             "--measure adds lengths and areas in microns.")] = None,
     skip_glass: Annotated[bool, typer.Option(help="Whole slides: run only the tiles a thumbnail shows cells in.")] = \
         DEFAULTS.skip_glass,
 ) -> None:

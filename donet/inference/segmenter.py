@@ -274,7 +274,8 @@ class Segmenter:
             yield from (_read(item) for item in items)
             return
         ahead = 2 * max(self.settings.batch_size, self.settings.workers)
-        with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="donet-read") as pool:
+        pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="donet-read")
+        try:
             queue = []
             for item in items:
                 queue.append(pool.submit(_read, item))
@@ -282,6 +283,8 @@ class Segmenter:
                     yield queue.pop(0).result()
             for future in queue:
                 yield future.result()
+        finally:  # also when the caller stops early: reads not started are dropped
+            pool.shutdown(cancel_futures=True)
 
     # -- whole slides ------------------------------------------------------------------
 
