@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 from donet.atomic import write_text_atomic
 from donet.data import open_dataset
@@ -56,6 +57,7 @@ def run_one(out: Path, preset: str, seed: int, iterations: int, cluster_aug: flo
     segmenter = Segmenter.keeping_every_detection(load_model(out / "model.safetensors"))
     results = evaluate(test90, segmenter.instances_by_name(test90))
     results["training_seconds_this_session"] = round(seconds, 1)
+    results.update(provenance())
     write_text_atomic(result_path, json.dumps(json_safe(results), indent=2))
     return results
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 from donet.atomic import write_text_atomic
 from donet.data import open_dataset
@@ -91,6 +92,7 @@ def main() -> None:
     checkpoint = args.evaluate or args.out / "model.safetensors"
     segmenter = Segmenter.keeping_every_detection(load_model(checkpoint))
     results = evaluate(evaluation_data, segmenter.instances_by_name(evaluation_data))
+    results.update(provenance())
     results["evaluated_on"] = "train45 held-out 9 (every fifth image)" if args.holdout else "test90"
     results["checkpoint"] = str(checkpoint)
     results["training_seconds_this_session"] = round(seconds, 1)
