@@ -27,7 +27,7 @@ import torch
 from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 from donet.atomic import write_text_atomic
-from donet.data import open_dataset
+from donet.io import open_dataset
 from donet.evaluation import evaluate, json_safe
 from donet.inference import Segmenter
 from donet.training import DataSpec, TrainConfig, train

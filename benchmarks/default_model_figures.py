@@ -20,9 +20,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
-from donet.data import CellClass, open_dataset
+from donet.data import CellClass
+from donet.io import open_dataset
 from donet.data.decomposition import coverage
-from donet.export.figures import overlay
+from donet.figures import overlay
 from donet.inference import segment
 from donet.modeling.weights import load_model
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from donet.data import open_dataset
+from donet.io import open_dataset
 from donet.evaluation import evaluate
 from donet.inference import Segmenter
 from donet.modeling.weights import load_model

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from donet.data import CellClass, open_dataset
-from donet.export.figures import overlay
+from donet.data import CellClass
+from donet.io import open_dataset
+from donet.figures import overlay
 from donet.inference import segment
 from donet.modeling.weights import load_model
 

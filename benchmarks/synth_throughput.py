@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from donet.atomic import atomic_dir
-from donet.data import SynthConfig, generate, write_dataset
+from donet.data import SynthConfig, generate
+from donet.io import write_dataset
 
 
 def main() -> None:

@@ -7,7 +7,7 @@
         ...
     model = donet.build_model("donet")            # preset: maskrcnn, drm, drm_crm, donet
 
-The model API needs torch; `donet.data`, `donet.evaluation` and `donet.export` do not, so
+The model API needs torch; `donet.data`, `donet.io` and `donet.evaluation` do not, so
 they are imported here only on first use of a model name.
 """
 

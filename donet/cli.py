@@ -16,10 +16,11 @@ from rich.table import Table
 
 from . import __version__
 from .atomic import atomic_dir, write_text_atomic
-from .data import ClusterAugmentor, DataFormat, SynthConfig, dataset_stats, generate, open_dataset, write_dataset
-from .data.coco import write_predictions
+from .data import ClusterAugmentor, SynthConfig, dataset_stats, generate
+from .io import DataFormat, open_dataset, write_dataset
+from .io.coco import read_predictions, relative_files, write_predictions
 from .errors import DonetError
-from .evaluation import evaluate, json_safe, read_predictions, table_rows
+from .evaluation import evaluate, json_safe, table_rows
 from .evaluation.evaluate import TABLE_ROWS
 from .evaluation.measurement_accuracy import MEASUREMENT_COLUMNS, measurement_rows
 from .inference.settings import InferenceSettings
@@ -269,9 +270,10 @@ def evaluate_command(
             task = bar.add_task("predicting", total=len(truth))
             found = segmenter.instances_by_name(truth, progress=lambda: bar.advance(task))
         if save_predictions is not None:
-            write_predictions(save_predictions, found, {s.name: s.size for s in truth})
+            write_predictions(save_predictions, found, {s.name: s.size for s in truth},
+                              relative_files(truth, save_predictions.parent))
     else:
-        found = read_predictions(predictions)
+        found = read_predictions(predictions, truth)
     with progress_bar() as bar:
         bar.add_task("evaluating", total=None)
         results = evaluate(truth, found, paper_threshold, standard_threshold, max_dets)

@@ -10,10 +10,10 @@ import numpy as np
 
 from .atomic import ensure_new_dir, write_text_atomic
 from .data import Dataset
-from .evaluation import evaluate, json_safe
-from .inference import Segmenter
-from .training import TrainConfig, train
+from .evaluation import json_safe
+from .inference import evaluate_model
 from .modeling.weights import load_model
+from .training import TrainConfig, train
 
 
 def folds_of(size: int, folds: int, seed: int) -> list[list[int]]:
@@ -25,7 +25,8 @@ def folds_of(size: int, folds: int, seed: int) -> list[list[int]]:
 
 
 def subset(dataset: Dataset, indices: list[int]) -> Dataset:
-    return Dataset(dataset.source, [dataset.names[i] for i in indices], lambda k: dataset[indices[k]])
+    return Dataset(dataset.source, [dataset.names[i] for i in indices], lambda k: dataset[indices[k]],
+                   [dataset.files[i] for i in indices])
 
 
 def summarize(per_fold: list[dict]) -> dict:
@@ -59,9 +60,7 @@ def cross_validate(config: TrainConfig, dataset: Dataset, folds: int, out: str |
         training = [i for i in range(len(dataset)) if i not in set(held_out)]
         train(config, fold_dir, resume=resume and fold_dir.exists(), train_data=subset(dataset, training))
         test = subset(dataset, held_out)
-        segmenter = Segmenter.keeping_every_detection(load_model(fold_dir / "model.safetensors"))
-        predictions = segmenter.instances_by_name(test)
-        results = evaluate(test, predictions)
+        results = evaluate_model(load_model(fold_dir / "model.safetensors"), test)
         write_text_atomic(result_path, json.dumps(json_safe(results), indent=2))
         per_fold.append(results)
     summary = {"folds": folds, "per_fold": per_fold, "summary": summarize(per_fold)}

@@ -15,10 +15,11 @@ import torch
 from rich.console import Console
 
 from .atomic import atomic_dir, write_text_atomic
-from .data import SynthConfig, generate, open_dataset, write_dataset
-from .evaluation import evaluate, json_safe
-from .export.figures import overlay, save_png
-from .inference import Exports, InferenceSettings, Segmenter, segment_files
+from .data import SynthConfig, generate
+from .evaluation import json_safe
+from .figures import overlay, save_png
+from .inference import Exports, InferenceSettings, Segmenter, evaluate_model, segment_files
+from .io import open_dataset, write_dataset
 from .modeling.weights import load_model
 from .report import write_report
 from .training import DataSpec, TrainConfig, train
@@ -65,8 +66,7 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
 
         console.print("[bold]4/5[/bold] evaluating against the ground truth")
         truth = open_dataset(folder / "data" / "val")
-        results = evaluate(truth, Segmenter.keeping_every_detection(model).instances_by_name(truth),
-                           paper_score_threshold=0.5)
+        results = evaluate_model(model, truth, paper_score_threshold=0.5)
         write_text_atomic(folder / "evaluation.json", json.dumps(json_safe(results), indent=2))
 
         console.print("[bold]5/5[/bold] writing the report")
@@ -81,7 +81,7 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
             }, "wide": ["intersection / complement / recombined (Fig. 6)"]})
         notes = [
             f"Built-in synthetic data, seed {seed}: {train_images} training images, {val_images} held out.",
-            f"Light DoNet preset (ResNet-18 FPN-64) trained from scratch for {summary['iterations']} iterations "
+            f"Light DoNet preset (ResNet-18 FPN-64) trained from scratch for {summary['iteration']} iterations "
             "on the CPU with AdamW: a demonstration budget, far from convergence. These figures are not "
             "comparable with the paper's (R50-FPN, 60k iterations, GPU, real data).",
             "The paper-protocol and ISBI metrics here use a score threshold of 0.5 (the official 0.9 suits "

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data"))
 ISBI = DATA / "isbi2014"
 
-# donet.data, donet.evaluation and donet.export work without torch: without it (the second CI
+# donet.data, donet.io and donet.evaluation work without torch: without it (the second CI
 # leg, newest releases on the newest Python) only their tests are collected.
 NEEDS_TORCH = ["test_cli.py", "test_cli_engine.py", "test_default_model.py", "test_demo.py", "test_inference.py", "test_model.py",
                "test_overfit.py", "test_predict_exports.py", "test_slides.py", "test_tiling.py", "test_training.py"]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from donet.atomic import atomic_dir
-from donet.data import SynthConfig, generate, write_dataset
-from donet.data.coco import write_predictions
+from donet.data import SynthConfig, generate
+from donet.io import write_dataset
+from donet.io.coco import write_predictions
 
 
 def donet(*args):
@@ -40,7 +41,7 @@ def test_cross_validation_reports_mean_and_spread(tmp_path):
               "train": {"path": str(tmp_path / "data")}, "iterations": 2, "base_lr": 0.01, "warmup_iterations": 1,
               "lr_steps": [], "train_scales": [1.0], "checkpoint_period": 2}
     from donet.cross_validation import cross_validate, folds_of
-    from donet.data import open_dataset
+    from donet.io import open_dataset
     from donet.training import TrainConfig
 
     assert folds_of(7, 3, 0) == folds_of(7, 3, 0) and sorted(sum(folds_of(7, 3, 0), [])) == list(range(7))

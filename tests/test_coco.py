@@ -6,9 +6,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from donet.atomic import atomic_dir
-from donet.data import (AnnotatedImage, CellClass, Instance, SynthConfig, generate, read_coco, read_isbi_png,
-                        write_dataset)
+from donet.data import AnnotatedImage, CellClass, Instance, SynthConfig, generate
 from donet.errors import DonetError
+from donet.io import read_coco, read_isbi_png, write_dataset
 
 
 def round_trip(samples, tmp_path):

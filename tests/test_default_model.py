@@ -12,10 +12,11 @@ from scipy.optimize import linear_sum_assignment
 from skimage.transform import rescale
 
 import donet
-from donet.data import CellClass, open_dataset, write_dataset
+from donet.data import CellClass
 from donet.data.instances import encode_mask
 from donet.data.stats import median_diameter
 from donet.errors import DonetError
+from donet.io import open_dataset, write_dataset
 from donet.modeling.weights import DEFAULT_MODEL
 
 

@@ -8,8 +8,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 
-from donet.data import AnnotatedImage, CellClass, Instance, SynthConfig, generate, to_coco
-from donet.data.coco import rle_to_json
+from donet.data import AnnotatedImage, CellClass, Instance, SynthConfig, generate
+from donet.io import to_coco
+from donet.io.coco import rle_to_json
 from donet.errors import DonetError
 from donet.evaluation import evaluate
 from donet.evaluation.coco_map import segm_ap

@@ -14,10 +14,10 @@ from shapely.geometry import shape
 
 from donet.atomic import atomic_path
 from donet.data import CellClass, SynthConfig, generate
-from donet.export.imagej import write_roi_zip
-from donet.export.label_stack import label_stack, write_label_stack
-from donet.export.polygons import mask_polygons
-from donet.export.qupath import to_geojson
+from donet.io.geojson import to_geojson
+from donet.io.imagej import write_roi_zip
+from donet.io.label_stack import label_stack, write_label_stack
+from donet.io.polygons import mask_polygons
 
 
 @pytest.fixture(scope="module")

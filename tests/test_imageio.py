@@ -3,8 +3,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from donet.data.imageio import read_image, read_mask, write_image
 from donet.errors import DonetError
+from donet.io.images import read_image, read_mask, write_image
 
 
 def test_16_bit_png_and_tiff_keep_their_depth(tmp_path):

@@ -11,11 +11,12 @@ from PIL import Image
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 import donet
-from donet.data import CellClass, open_dataset
+from donet.data import CellClass
 from donet.errors import DonetError
-from donet.evaluation import read_predictions
+from donet.io import read_predictions
 from donet.inference import Exports, Segmenter, segment_files
 from donet.inference.paste import paste_thresholded
+from donet.io import open_dataset
 
 
 def torchvision_paste(prob, box, threshold):
@@ -102,7 +103,7 @@ def test_files_are_reported_in_order_with_the_problem_of_a_bad_one(model, fields
     # The counts are those of the predictions written.
     written = read_predictions(out / "predictions.json")
     for item in (report.inputs[0], report.inputs[2]):
-        assert sum(i.category is CellClass.CYTOPLASM for i in written[item.name]) == item.cells
+        assert sum(i.category is CellClass.CYTOPLASM for i in written[f"../{item.name}.png"]) == item.cells
 
 
 def test_reduced_precision_needs_cuda(model):

@@ -5,9 +5,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from donet.data import CellClass, dataset_stats, read_isbi_mat, read_isbi_png
+from donet.data import CellClass, dataset_stats
 from donet.data.nuclei import assign_parents, split_nuclei
 from donet.errors import DonetError
+from donet.io import read_isbi_mat, read_isbi_png
 
 
 def same_instances(a, b):

@@ -8,17 +8,18 @@ napari = pytest.importorskip("napari")  # the `napari` extra; conftest makes Qt 
 import json  # noqa: E402
 
 import numpy as np  # noqa: E402
+from napari.components import ViewerModel  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 from shapely.geometry import Polygon  # noqa: E402
 
-from donet.data import CellClass, SynthConfig, generate, open_dataset  # noqa: E402
-from donet.data.coco import write_predictions  # noqa: E402
+from donet.data import CellClass, SynthConfig, generate  # noqa: E402
 from donet.data.instances import AnnotatedImage  # noqa: E402
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid  # noqa: E402
-from donet.export.imagej import write_roi_zip  # noqa: E402
-from donet.export.qupath import write_geojson  # noqa: E402
+from donet.io import open_dataset  # noqa: E402
+from donet.io.coco import write_predictions  # noqa: E402
+from donet.io.geojson import write_geojson  # noqa: E402
+from donet.io.imagej import write_roi_zip  # noqa: E402
 from donet.napari_plugin.widget import SegmentWidget  # noqa: E402
-from napari.components import ViewerModel  # noqa: E402
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def test_reads_coco_predictions_as_overlapping_polygons(make_napari_viewer, samp
 
 
 def test_reads_coco_polygon_annotations(make_napari_viewer, sample, tmp_path):
-    from donet.export.polygons import mask_polygons
+    from donet.io.polygons import mask_polygons
 
     path = tmp_path / "annotations.json"
     write_predictions(path, {"cells": sample.instances}, {"cells": sample.size})

@@ -9,10 +9,10 @@ import tifffile
 from pycocotools import mask as mask_utils
 
 from donet.data import SynthConfig, generate
-from donet.data.slide import is_slide, open_slide
 from donet.data.synthetic_slide import GLASS, SyntheticSlide, write_pyramid
 from donet.data.tissue import TissueMap, tissue_mask
-from donet.export.table import open_table, table_row
+from donet.io.parquet import open_table, table_row
+from donet.io.slides import is_slide, open_slide
 
 
 @pytest.fixture(scope="module")

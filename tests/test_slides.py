@@ -15,13 +15,14 @@ from scipy.optimize import linear_sum_assignment
 from shapely.geometry import shape
 
 import donet
-from donet.data import CellClass, open_dataset
+from donet.data import CellClass
 from donet.data.instances import AnnotatedImage, Instance, encode_mask
 from donet.data.measurements import measure
-from donet.data.slide import open_slide
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid
 from donet.inference import InferenceSettings, Segmenter
 from donet.inference.files import write_slide
+from donet.io import open_dataset
+from donet.io.slides import open_slide
 
 OFFSET = 1024  # where the real image lies in the slide, level 0
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from donet.atomic import atomic_dir
-from donet.data import SynthConfig, generate, write_dataset
+from donet.data import SynthConfig, generate
+from donet.io import write_dataset
 from donet.errors import DonetError
 from donet.training import DataSpec, RunPaths, TrainConfig, TrainingDiverged, train
 from donet.training import trainer as trainer_module

@@ -12,9 +12,12 @@ class Dataset(Sequence[AnnotatedImage]):
     """Names are known up front; pixels and masks are read only when an item is asked for,
     so a large dataset costs no memory until it is used."""
 
-    def __init__(self, source: str | Path, names: Sequence[str], load: Callable[[int], AnnotatedImage]):
+    def __init__(self, source: str | Path, names: Sequence[str], load: Callable[[int], AnnotatedImage],
+                 files: Sequence[Path | None] | None = None):
         self.source = Path(source)
         self.names = list(names)
+        # Each image's file where it has one (absolute): predictions are matched to images by it.
+        self.files = [None if f is None else Path(f).absolute() for f in files] if files else [None] * len(self.names)
         self._load = load
 
     def __len__(self) -> int:

@@ -91,15 +91,22 @@ class Instance:
 
 @dataclass
 class AnnotatedImage:
-    """An image (H x W or H x W x C, uint8 or uint16) and its possibly overlapping instances."""
+    """An image (H x W or H x W x C, uint8 or uint16) and its possibly overlapping instances.
+    An annotations-only record (`without_pixels`) has no image, only its size."""
 
     name: str
-    image: np.ndarray
+    image: np.ndarray | None
     instances: list[Instance] = field(default_factory=list)
+    pixel_free_size: tuple[int, int] | None = field(default=None, repr=False)
+
+    @classmethod
+    def without_pixels(cls, name: str, size: tuple[int, int], instances: list[Instance]) -> AnnotatedImage:
+        """Masks whose image lives elsewhere (a predictions file, edited napari layers)."""
+        return cls(name, None, instances, (int(size[0]), int(size[1])))
 
     @property
     def size(self) -> tuple[int, int]:
-        return self.image.shape[:2]
+        return self.image.shape[:2] if self.image is not None else self.pixel_free_size
 
     def of_class(self, category: CellClass) -> list[Instance]:
         return [inst for inst in self.instances if inst.category == category]

@@ -8,7 +8,7 @@ import io
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.coco import INFO, categories, rle_to_json
+from ..io.coco import INFO, categories, rle_to_json
 
 
 def segm_ap(truth: list[tuple[tuple[int, int], list]], predicted: list[list], max_dets: int) -> dict[int, dict]:

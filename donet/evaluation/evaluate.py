@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from ..data.coco import segmentation_rle
 from ..data.instances import AnnotatedImage, CellClass, Instance
 from ..errors import DonetError
 from .coco_map import segm_ap
@@ -18,15 +15,21 @@ from .measurement_accuracy import measurement_accuracy
 from .protocols import isbi_protocol, paper_protocol, standard_protocol
 
 CLASSES = {"cytoplasm": CellClass.CYTOPLASM, "nucleus": CellClass.NUCLEUS}
+# The defaults of `evaluate` (and of `donet evaluate`): the official scripts' score threshold
+# for the paper's and the ISBI protocols, the standard protocol's, and the detections per
+# image COCO AP counts (COCO's own 100 would cut crowded images short).
+PAPER_SCORE_THRESHOLD = 0.9
+STANDARD_SCORE_THRESHOLD = 0.5
+MAX_DETS = 1000
 
 
 def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Instance]],
-             paper_score_threshold: float = 0.9, standard_score_threshold: float = 0.5,
-             max_dets: int = 1000) -> dict:
+             paper_score_threshold: float = PAPER_SCORE_THRESHOLD,
+             standard_score_threshold: float = STANDARD_SCORE_THRESHOLD, max_dets: int = MAX_DETS) -> dict:
     """Scores of `predictions` (image name -> scored instances) against `truth`.
 
     COCO AP uses every prediction; the paper's and the ISBI protocols keep predictions
-    scoring at least `paper_score_threshold` (0.9 in the official scripts), the standard
+    scoring at least `paper_score_threshold`, the standard
     protocol those at least `standard_score_threshold`, as do the measurement errors (see
     `measurement_accuracy`). A ground-truth image without
     predictions counts as predicted empty (reported in `images_without_predictions`);
@@ -119,35 +122,3 @@ def markdown_table(results: dict) -> str:
     lines = ["| metric | cytoplasm | nucleus | average |", "|---|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
     return "\n".join(lines)
-
-
-def read_predictions(path: str | Path) -> dict[str, list[Instance]]:
-    """Scored instances per image name from a COCO JSON written by donet (images with
-    `file_name`, annotations with `score`); masks only, no pixels are read."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DonetError(path, "no such predictions file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DonetError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not {"images", "annotations"} <= data.keys():
-        raise DonetError(path, "not a COCO predictions file (needs 'images' and 'annotations')")
-    known = {int(c) for c in CellClass}
-    images = {img["id"]: img for img in data["images"]}
-    predictions: dict[str, list[Instance]] = {Path(img["file_name"]).stem: [] for img in images.values()}
-    for ann in data["annotations"]:
-        image = images.get(ann.get("image_id"))
-        if image is None:
-            raise DonetError(path, f"prediction {ann.get('id')} refers to unknown image id {ann.get('image_id')}")
-        if ann.get("category_id") not in known:
-            raise DonetError(path, f"prediction {ann.get('id')} has unknown category id {ann.get('category_id')} "
-                                   "(expected 1 cytoplasm or 2 nucleus)")
-        try:
-            rle = segmentation_rle(ann["segmentation"], image["height"], image["width"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DonetError(path, f"prediction {ann.get('id')}: bad segmentation ({exc})") from None
-        instances = predictions[Path(image["file_name"]).stem]
-        instances.append(Instance(len(instances) + 1, CellClass(ann["category_id"]), rle,
-                                  score=float(ann.get("score", 1.0))))
-    return predictions

@@ -11,7 +11,7 @@ from .settings import InferenceSettings
 
 _LAZY = {
     "Segmenter": "segmenter", "Segmented": "segmenter", "segment": "segmenter", "resolve_device": "segmenter",
-    "diameter_scale": "segmenter", "probability_maps": "segmenter",
+    "diameter_scale": "segmenter", "probability_maps": "segmenter", "evaluate_model": "segmenter",
     "Exports": "files", "InputReport": "files", "Report": "files", "expand_inputs": "files",
     "segment_files": "files", "SlideRun": "slides",
 }

@@ -14,8 +14,6 @@ import numpy as np
 import tifffile
 
 from ..atomic import write_text_atomic
-from ..data.coco import write_predictions
-from ..data.imageio import IMAGE_SUFFIXES, read_image
 from ..data.instances import AnnotatedImage, CellClass
 from ..data.measurements import (
     SUMMARY_COLUMNS,
@@ -28,14 +26,23 @@ from ..data.measurements import (
     table_rows,
     write_csv,
 )
-from ..data.slide import OPENSLIDE_SUFFIXES, is_slide
 from ..errors import DonetError, ProcessLost
-from ..export.figures import attention_picture, heatmap_panel, overlay, save_png
-from ..export.imagej import write_roi_zip
-from ..export.label_stack import write_label_stack
-from ..export.polygons import geojson_geometry
-from ..export.qupath import Outline, cell_features, measured_values, open_geojson, write_geojson
-from ..export.table import open_table, table_row
+from ..figures import attention_picture, heatmap_panel, overlay, save_png
+from ..io.coco import write_predictions
+from ..io.geojson import (
+    QuPathObject,
+    cell_features,
+    measured_values,
+    open_geojson,
+    write_geojson,
+)
+from ..io.imagej import write_roi_zip
+from ..io.images import IMAGE_SUFFIXES, read_image
+from ..io.label_stack import write_label_stack
+from ..io.names import unique_names
+from ..io.parquet import open_table, table_row
+from ..io.polygons import geojson_geometry
+from ..io.slides import OPENSLIDE_SUFFIXES, is_slide
 from .segmenter import Segmenter, probability_maps
 from .slides import SlideRun, level0
 
@@ -102,22 +109,6 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     if not found:
         raise DonetError(None, "no input images")
     return found
-
-
-def output_name(path: Path) -> str:
-    """A file's name less its suffix (`.ome.tif` whole)."""
-    return path.stem.removesuffix(".ome") if path.suffix.lower() in (".tif", ".tiff") else path.stem
-
-
-def unique_names(paths: list[Path]) -> list[str]:
-    """Output names (see `output_name`), numbered when repeated."""
-    names, seen = [], {}
-    for path in paths:
-        stem = output_name(path)
-        count = seen.get(stem, 0)
-        seen[stem] = count + 1
-        names.append(stem if count == 0 else f"{stem}_{count + 1}")
-    return names
 
 
 def open_image(path: Path) -> np.ndarray:
@@ -196,7 +187,7 @@ def write_slide(run: SlideRun, name: str, folder: Path, main: bool,
                 table.add(table_row(item.number, item.piece.category.name.lower(), item.parent, item.piece.score,
                                     crop.x, crop.y, crop.mask, measured.get(item.number)))
                 origin = (item.piece.x, item.piece.y)
-                outlines.append(Outline(item.number, geojson_geometry(item.piece.mask, origin, run.downsample),
+                outlines.append(QuPathObject(item.number, geojson_geometry(item.piece.mask, origin, run.downsample),
                                         item.piece.score))
             geojson.add(cell_features(name, outlines[0] if cell else None, outlines[1:] if cell else outlines,
                                       measured_values(measured.values()) if measured else None))
@@ -231,7 +222,7 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
                   on_tiles: Callable[[int, int], None] | None = None) -> Report:
     """Segment every file into `folder` (the settings go to settings.json, COCO predictions
     of ordinary images to predictions.json, slides' reports to slides.json) and report what
-    became of each. Whole slides (see `data.slide.is_slide`) are streamed to GeoJSON and
+    became of each. Whole slides (see `io.slides.is_slide`) are streamed to GeoJSON and
     Parquet. Under torchrun each process takes its share of the images and of each slide's
     tiles, and process 0 writes the shared files. `on_input` hears of each input as it is
     done (once, on process 0); `on_tiles(done, total)` follows a slide's tiles."""

@@ -24,6 +24,8 @@ from ..data.instances import AnnotatedImage, CellClass, Instance
 from ..data.stats import equivalent_diameter
 from ..distributed import Processes
 from ..errors import DonetError, ProcessLost
+from ..evaluation import evaluate
+from ..io.names import output_name
 from ..modeling import DoNet, ModelConfig
 from .paste import CHUNK
 from .settings import InferenceSettings
@@ -289,7 +291,7 @@ class Segmenter:
     # -- whole slides ------------------------------------------------------------------
 
     def segment_slide(self, slide, progress: Callable[[int, int], None] | None = None):
-        """A `slides.SlideRun` over `slide` (a path or an open `data.slide.Slide`): iterate it for
+        """A `slides.SlideRun` over `slide` (a path or an open `io.slides.Slide`): iterate it for
         each cell with its nuclei, in level-0 coordinates, as they become final."""
         from .slides import SlideRun
 
@@ -313,7 +315,7 @@ def _for_inference(model: DoNet) -> DoNet:
 
 
 def _read(item: Callable[[], Input]) -> tuple[str, Path | None, np.ndarray | None, str | None, float]:
-    from .files import open_image, output_name
+    from .files import open_image
 
     started, value = time.perf_counter(), None
     try:
@@ -356,3 +358,10 @@ def segment(model: DoNet, image: np.ndarray, name: str = "image", **settings) ->
     `InferenceSettings` fields, e.g. `score_threshold=0.3` or `diameter=60` (the cells'
     typical diameter in pixels, when it differs from the training images')."""
     return Segmenter(model, **settings).segment(image, name)
+
+
+def evaluate_model(model: DoNet, truth: Sequence[AnnotatedImage], device: str = "auto", **thresholds) -> dict:
+    """Every protocol's scores of `model` on `truth`, from every detection it makes (see
+    `Segmenter.keeping_every_detection`); `thresholds` are `evaluation.evaluate`'s."""
+    segmenter = Segmenter.keeping_every_detection(model, device=device)
+    return evaluate(truth, segmenter.instances_by_name(truth), **thresholds)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.instances import CellClass
-from ..data.slide import Slide, open_slide
 from ..data.tissue import TissueMap
 from ..errors import DonetError
+from ..io.slides import Slide, open_slide
 from .tiling import Found, Grid, segment_tiled
 
 

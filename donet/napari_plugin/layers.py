@@ -11,7 +11,7 @@ from skimage.draw import polygon2mask
 
 from ..data.instances import CellClass, Instance, encode_mask
 from ..data.measurements import CELL_COLUMNS, NUCLEUS_COLUMNS
-from ..export.polygons import mask_polygons
+from ..io.polygons import Outline, mask_polygons
 
 LAYER_NAMES = {CellClass.CYTOPLASM: "cells", CellClass.NUCLEUS: "nuclei"}
 
@@ -65,6 +65,20 @@ def instance_layers(instances: list[Instance], image_shape: tuple[int, int], pre
                     properties[column].append(np.nan if value is None else value)
         layers.append(shapes_layer(polygons, properties, category, prefix + LAYER_NAMES[category], image_shape,
                                    translate, scale, image_file))
+    return layers
+
+
+def outline_layers(outlines: list[Outline]) -> list[tuple]:
+    """A cells layer and a nuclei layer (properties: id, score, area, parent) of outlines
+    read from a file (`io.geojson`, `io.imagej`)."""
+    layers = []
+    for category in CellClass:
+        chosen = [o for o in outlines if o.category is category]
+        properties = {"id": [o.id for o in chosen], "score": [o.score for o in chosen],
+                      "area": [round(o.area) for o in chosen],
+                      "parent": [-1 if o.parent is None else o.parent for o in chosen]}
+        polygons = [o.polygon[:, ::-1] for o in chosen]  # (x, y) -> napari's (row, column)
+        layers.append(shapes_layer(polygons, properties, category, LAYER_NAMES[category], None))
     return layers
 
 

@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
-from ..data.coco import write_coco
 from ..data.instances import AnnotatedImage
+from ..io.coco import write_coco
 from .layers import layer_instances
 
 
@@ -23,7 +21,7 @@ def write_coco_annotations(path: str, layer_data: list[tuple]) -> list[str]:
     image_file = metadata.get("image_file")
     file_name = (Path(os.path.relpath(image_file, Path(path).absolute().parent)).as_posix() if image_file
                  else f"{Path(path).stem}.png")
-    sample = AnnotatedImage(Path(file_name).stem, np.empty((*size, 0), np.uint8), instances)
+    sample = AnnotatedImage.without_pixels(Path(file_name).stem, size, instances)
     write_coco(path, [sample], [file_name])
     return [path]
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..data.formats import DataFormat
+from ..io.datasets import DataFormat
 from ..errors import DonetError
 from ..modeling.presets import LADDER, SCHEDULES, SIZES
 

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..atomic import atomic_path, ensure_new_dir, write_text_atomic
-from ..data import ClusterAugmentor, Dataset, open_dataset
+from ..data import ClusterAugmentor, Dataset
+from ..io import open_dataset
 from ..data.instances import AnnotatedImage
 from ..data.stats import median_diameter
 from ..distributed import Processes

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from ..data.dataset import Dataset
+from ..data.instances import AnnotatedImage, CellClass, Instance
+from ..data.nuclei import assign_parents, split_nuclei
 from ..errors import DonetError
-from .dataset import Dataset
-from .imageio import IMAGE_SUFFIXES, read_image, read_mask
-from .instances import AnnotatedImage, CellClass, Instance
-from .nuclei import assign_parents, split_nuclei
+from .images import IMAGE_SUFFIXES, read_image, read_mask
 
 
 def _trailing_number(path: Path) -> int | None:
@@ -96,7 +96,7 @@ def read_isbi_png(root: str | Path) -> Dataset:
         nuclei_mask = read_mask(nuclei_path) if nuclei_path else None
         return build_sample(image_path.stem, image, cell_masks, nuclei_mask, [*cell_files, nuclei_path or cell_dir])
 
-    return Dataset(root, [images[n].stem for n in numbers], load)
+    return Dataset(root, [images[n].stem for n in numbers], load, [images[n] for n in numbers])
 
 
 def _loadmat(path: Path) -> dict:

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from ..atomic import atomic_path
-from ..data.instances import AnnotatedImage, CellClass
+from .atomic import atomic_path
+from .data.instances import AnnotatedImage, CellClass
 
 # Viridis at five stops: perceptually ordered and readable in gray.
 VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float32)

@@ -11,14 +11,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from ..atomic import atomic_path, write_text_atomic
 from ..data.instances import AnnotatedImage, CellClass
-from .polygons import geojson_geometry
+from ..errors import DonetError
+from .polygons import Outline, geojson_geometry
 
 COLOURS = {CellClass.CYTOPLASM: [0, 160, 255], CellClass.NUCLEUS: [255, 60, 60]}
 
 
-class Outline(NamedTuple):
+class QuPathObject(NamedTuple):
     """An instance as QuPath sees it: its GeoJSON geometry (None when empty) and score."""
 
     id: int
@@ -40,7 +43,7 @@ def _feature(geometry: dict, object_type: str, category: CellClass, score: float
     }
 
 
-def cell_features(image: str, cell: Outline | None, nuclei: list[Outline],
+def cell_features(image: str, cell: QuPathObject | None, nuclei: list[QuPathObject],
                   measured: dict[int, dict] | None = None) -> list[dict]:
     """A cell with its nuclei (or, with no cell, nuclei on their own) as features. QuPath's
     cell holds one nucleus: the best-scoring; any other is exported alone. `measured` (by
@@ -70,8 +73,8 @@ def measured_values(rows: list[dict]) -> dict[int, dict]:
 
 
 def to_geojson(result: AnnotatedImage, measured: dict[int, dict] | None = None) -> dict:
-    def outline(instance) -> Outline:
-        return Outline(instance.id, geojson_geometry(instance.mask), instance.score)
+    def outline(instance) -> QuPathObject:
+        return QuPathObject(instance.id, geojson_geometry(instance.mask), instance.score)
 
     nuclei_of: dict[int | None, list] = {}
     for nucleus in result.nuclei:
@@ -107,3 +110,38 @@ def open_geojson(path: str | Path) -> Iterator[GeoJSONWriter]:
         handle.write('{"type": "FeatureCollection", "features": [')
         yield GeoJSONWriter(handle)
         handle.write("\n]}\n")
+
+
+def read_geojson(path: str | Path) -> list[Outline]:
+    """QuPath GeoJSON (donet's, or QuPath's own export) as outlines: cells with their
+    `nucleusGeometry`, objects classified as nuclei, anything else as cells."""
+    try:
+        features = json.loads(Path(path).read_text()).get("features", [])
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DonetError(path, f"not a readable GeoJSON file ({exc})") from None
+    outlines: list[Outline] = []
+    last = 0
+    for feature in features:
+        props = feature.get("properties") or {}
+        classification = (props.get("classification") or {}).get("name", "")
+        category = CellClass.NUCLEUS if classification.lower().startswith("nucle") else CellClass.CYTOPLASM
+        measured = props.get("measurements") or {}
+        score = float(measured.get("score", 1.0))
+        # donet names features ".../cell/7"; QuPath's own exports are numbered in order.
+        named = str(props.get("name", "")).rsplit("/", 1)[-1]
+        number = int(named) if named.isdigit() else last + 1
+        last = max(last, number)
+        outlines += _outlines(feature.get("geometry"), number, category, score, None)
+        if feature.get("nucleusGeometry"):
+            last += 1
+            outlines += _outlines(feature["nucleusGeometry"], -last, CellClass.NUCLEUS,
+                                  float(measured.get("nucleus score", score)), number)
+    return outlines
+
+
+def _outlines(geometry: dict | None, number: int, category: CellClass, score: float,
+              parent: int | None) -> list[Outline]:
+    if not geometry:
+        return []
+    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry.get("coordinates", [])
+    return [Outline(number, category, np.asarray(polygon[0], dtype=float), score, parent) for polygon in polygons]

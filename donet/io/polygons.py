@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 from skimage import measure
+
+from ..data.instances import CellClass
 
 
 def mask_polygons(mask: np.ndarray, tolerance: float = 0.5) -> list[np.ndarray]:
@@ -36,3 +40,21 @@ def geojson_geometry(mask: np.ndarray, origin: tuple[float, float] = (0, 0), sca
     if len(rings) == 1:
         return {"type": "Polygon", "coordinates": [rings[0]]}
     return {"type": "MultiPolygon", "coordinates": [[ring] for ring in rings]}
+
+
+@dataclass(frozen=True)
+class Outline:
+    """An instance read as a polygon (GeoJSON, ImageJ ROIs), not rasterised: (N, 2) (x, y)
+    vertices in pixel-edge coordinates. A multi-part instance gives one Outline per part."""
+
+    id: int
+    category: CellClass
+    polygon: np.ndarray
+    score: float = 1.0
+    parent: int | None = None
+
+    @property
+    def area(self) -> float:
+        """Shoelace area of the polygon."""
+        x, y = self.polygon[:, 0], self.polygon[:, 1]
+        return abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))) / 2

@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
+from ..data.dataset import Dataset
 from ..errors import DonetError
 from .coco import read_coco
-from .dataset import Dataset
 from .isbi2014 import is_layout_a, read_isbi_mat, read_isbi_png
 
 

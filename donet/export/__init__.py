@@ -1,1 +1,0 @@
-"""Exports that keep overlapping cells as separate objects."""
