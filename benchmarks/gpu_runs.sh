@@ -2,7 +2,10 @@
 # The default model, its Mask R-CNN and attention-off rungs, and three lever runs on the
 # train45 hold-out split, side by side on one GPU (each run is benchmarks/default_model.py;
 # see that file). Runs still training after $DEADLINE seconds are stopped and their last
-# checkpoint is evaluated instead (evaluation.json then names it).
+# checkpoint is evaluated instead (evaluation.json then names it). Each run's final (or last)
+# weights are also written in float16, as the shipped model is stored, to OUT/NAME_fp16.safetensors:
+# the models that `donet evaluate --model` scores on the CPU and that
+# benchmarks/default_model_figures.py --compare draws (runs/gpu/maskrcnn_fp16.safetensors).
 #     benchmarks/gpu_runs.sh runs/gpu
 set -u
 out=${1:-runs/gpu}
@@ -34,4 +37,11 @@ for name in "${!runs[@]}"; do
         >> "$out/$name.log" 2>&1 &
 done
 wait
+for name in "${!runs[@]}"; do
+    weights="$out/$name/model.safetensors"
+    [ -f "$weights" ] || weights="$out/$name/checkpoints/$(cat "$out/$name/checkpoints/last" 2>/dev/null)/model.safetensors"
+    [ -f "$weights" ] && python3 -c 'import sys
+from donet.modeling.weights import load_model, save_weights
+save_weights(load_model(sys.argv[1]), sys.argv[2], half=True)' "$weights" "$out/${name}_fp16.safetensors"
+done
 grep -h "mAP" "$out"/*.log

@@ -1,10 +1,12 @@
 """Each loss term of each ladder run, averaged over windows of iterations: are the rungs'
 shared terms learned as fast, and is every module's own term still falling?
 
-    python benchmarks/ladder_losses.py --runs runs/ladder --seed 0 [--windows 0 100 250 350 500 600]
+    python benchmarks/ladder_losses.py --runs runs/ladder --seed 0 --out benchmarks/results/ladder_losses.json
+        [--windows 0 100 250 350 500 600]
 
 Reads the `metrics.jsonl` that training writes (one line per logged iteration) and prints a
-markdown table: one row per run and term, one column per window [a, b).
+markdown table: one row per run and term, one column per window (a, b]; --out keeps the same
+figures with the command, commit, packages and machine.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 from ablation_ladder import run_folder  # sibling script: its run layout
 
@@ -33,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, required=True, help="--out folder of ablation_ladder.py")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="result JSON")
     parser.add_argument("--presets", nargs="+", default=["maskrcnn", "drm", "drm_crm", "donet"])
     parser.add_argument("--windows", type=int, nargs="+", default=[0, 100, 250, 350, 500, 600],
                         help="pairs of iteration bounds: a1 b1 a2 b2 ...")
@@ -40,12 +44,19 @@ def main() -> None:
     windows = list(zip(args.windows[::2], args.windows[1::2]))
     print("| run | term | " + " | ".join(f"iterations {a + 1}-{b}" for a, b in windows) + " |")
     print("|---|---|" + "---|" * len(windows))
+    terms = {}
     for preset in args.presets:
         metrics = run_folder(args.runs, preset, args.seed) / "metrics.jsonl"
         if not metrics.is_file():
             continue
-        for term, values in windowed(metrics, windows).items():
+        terms[preset] = windowed(metrics, windows)
+        for term, values in terms[preset].items():
             print(f"| {preset} | {term} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({**provenance(), "runs": str(args.runs), "seed": args.seed, "windows": windows,
+                                        "terms": {p: {t: [round(v, 4) for v in values] for t, values in by_term.items()}
+                                                  for p, by_term in terms.items()}}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Training-step and inference time of each preset against `maskrcnn` with the same backbone.
 
-    python benchmarks/model_speed.py [--size light] [--image 512] [--threads 2] [--detections 20 100]
+    python benchmarks/model_speed.py --out benchmarks/results/model_speed_cpu.json [--repeats 5] [--size light]
+        [--image 512] [--threads 2] [--detections 20 100]
 
 Training: batch of 2 synthetic images, SGD step, median of --repeats after 2 warm-up steps.
 Inference: one image; every model keeps exactly K detections in all (score threshold 0;
@@ -11,10 +12,13 @@ same load: the mask branch's cost grows with K.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 from donet.data import SynthConfig, generate
 from donet.modeling import LADDER, build_model, image_tensor, training_target
@@ -33,6 +37,7 @@ def median_time(step, repeats: int, warmup: int = 2) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="result JSON")
     parser.add_argument("--size", default="light", choices=["light", "paper"])
     parser.add_argument("--image", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
@@ -79,6 +84,11 @@ def main() -> None:
         for k in args.detections:
             cells += [f"{row[k]:.3f}", f"{row[k] / base[k]:.2f}x"]
         print(f"| {preset} | " + " | ".join(cells) + " |")
+    seconds = {preset: {"train_step": round(row["train"], 4),
+                        "inference": {str(k): round(row[k], 4) for k in args.detections}} for preset, row in rows.items()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**provenance(), "size": args.size, "image": args.image, "threads": args.threads,
+                                    "repeats": args.repeats, "seconds": seconds}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Whole slides: wall time, peak memory and tiles run vs skipped as slides grow, at one cell density.
 
-    python benchmarks/slides.py --out runs/slides [--sizes 8192 16384 32768 65536] [--processes 1 2]
+    python benchmarks/slides.py --out runs/slides --results benchmarks/results/slides.json
+        [--sizes 8192 16384 32768 65536] [--processes 1 2]
 
 Writes synthetic JPEG pyramidal OME-TIFFs (0.25 um/px, tile by tile) holding `donet synth`
 clusters at the same density as the issue's 16384 x 16384 slide with two clusters, then runs
 `donet predict` on each (shipped model, CPU) as its own process, one or several (torchrun),
 and records wall time, peak resident memory (of the largest process) and tiles.
-Results: runs/slides/results.json, and a table on stdout.
+The slides and predictions stay under --out (slides already there are reused); the figures,
+with the command, commit, packages and machine, go to --results (default OUT/results.json),
+and a table to stdout.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid
 
@@ -39,6 +44,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384, 32768, 65536])
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--results", type=Path, help="result JSON (default: OUT/results.json)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -64,7 +70,9 @@ def main() -> None:
                             "cells": report["cells"], "nuclei": report["nuclei"], "file_mb": round(
                                 path.stat().st_size / 1e6)})
             print(json.dumps(results[-1]), flush=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    target = args.results or args.out / "results.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({**provenance(), "runs": results}, indent=2) + "\n")
     print("| side | processes | wall s | peak RSS MiB | tiles run / all | cells |")
     for r in results:
         print(f"| {r['size']} | {r['processes']} | {r['wall_s']} | {r['peak_rss_mib']} | "

@@ -1,14 +1,20 @@
 """Whole-image prediction by tiles: time and peak memory against image size, and tiled vs
 one-pass agreement.
 
-    python benchmarks/tiling.py --model RUN/model.safetensors [--sizes 2048 4096 8192] [--compare 4096]
+    python benchmarks/tiling.py --out benchmarks/results/tiling_cpu.json [--sizes 2048 4096 8192] [--compare 4096]
+    python benchmarks/tiling.py --model RUN/model.safetensors --out results.json   # another model
+
+The model is the light DoNet that `donet demo` trains (its synthetic data, seed 0,
+--demo-iterations 400: about 6 minutes on two cores), trained first into --work, unless
+--model names one. --work (default: a temporary folder, removed at the end) holds that model
+and the images; given again, its model is reused.
 
 Each size is a synthetic gray image with the demo's cell sizes (radius 32-58 px), written
 as an uncompressed TIFF and predicted in a fresh process (so its peak RSS is its own) with
 tiles of 1024 and overlap 320; the TIFF is memory-mapped, so the image is never loaded
 whole. `--compare N` also predicts the N x N image in one pass, with the proposal and detection
 caps scaled by its area in tiles, and matches its cells with the tiled result (one-to-one,
-IoU > 0.5).
+IoU > 0.5). The figures, the command, commit, packages and machine go to --out.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 
 def make_image(size: int, path: Path) -> int:
@@ -35,6 +42,16 @@ def make_image(size: int, path: Path) -> int:
     sample = generate(0, config, seed=0)
     tifffile.imwrite(path, sample.image)
     return len(sample.cells)
+
+
+def demo_model(work: Path, iterations: int) -> Path:
+    """The model `donet demo` trains, under work/demo (trained once; reused when already there)."""
+    from donet.demo import run_demo
+
+    model = work / "demo" / "run" / "model.safetensors"
+    if not model.is_file():
+        run_demo(work / "demo", iterations=iterations)
+    return model
 
 
 def peak_rss_mib() -> float:
@@ -95,29 +112,39 @@ def main() -> None:
         child(*sys.argv[2:4], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], float(sys.argv[7]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", type=Path, required=True, help="result JSON")
+    parser.add_argument("--model", type=Path, help="default: train the demo's model into --work")
+    parser.add_argument("--work", type=Path, help="folder for the demo's model and the images (default: temporary)")
+    parser.add_argument("--demo-iterations", type=int, default=400)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192])
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--overlap", type=int, default=320)
     parser.add_argument("--compare", type=int, default=None)
     args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        model = str(args.model or demo_model(work, args.demo_iterations))
+        results = {**provenance(), "model": model if args.model else
+                   f"light DoNet trained by `donet demo` (seed 0, {args.demo_iterations} iterations)",
+                   "tile": args.tile, "overlap": args.overlap, "sizes": []}
         for size in args.sizes:
-            path = Path(tmp) / f"{size}.tif"
+            path = work / f"{size}.tif"
             cells = make_image(size, path)
-            result = run_child(args.model, path, args.tile, args.overlap)
-            rows.append(f"| {size}x{size} | {cells} | {result['instances']} | {result['seconds']:.1f} | "
-                        f"{result['peak_mib']:.0f} |")
-            print(rows[-1], flush=True)
+            result = run_child(model, path, args.tile, args.overlap)
+            results["sizes"].append({"size": size, "cells_drawn": cells, "instances": result["instances"],
+                                     "seconds": round(result["seconds"], 1), "peak_rss_mib": round(result["peak_mib"])})
+            print(json.dumps(results["sizes"][-1]), flush=True)
             if args.compare == size:
-                one_pass = run_child(args.model, path, size, 0, scale_caps=(size / args.tile) ** 2)
+                one_pass = run_child(model, path, size, 0, scale_caps=(size / args.tile) ** 2)
                 matched, only_tiled, only_one_pass = agreement(result["rles"], one_pass["rles"])
-                print(f"{size}x{size}: tiled vs one pass: {matched} cells matched (IoU > 0.5), {only_tiled} only "
-                      f"tiled, {only_one_pass} only in one pass; one pass {one_pass['seconds']:.1f} s, "
-                      f"peak {one_pass['peak_mib']:.0f} MiB", flush=True)
-    print("\n| image | cells drawn | instances found | seconds | peak RSS (MiB) |\n|---|---|---|---|---|")
-    print("\n".join(rows))
+                results["one_pass"] = {"size": size, "matched": matched, "only_tiled": only_tiled,
+                                       "only_one_pass": only_one_pass, "seconds": round(one_pass["seconds"], 1),
+                                       "peak_rss_mib": round(one_pass["peak_mib"])}
+                print(json.dumps(results["one_pass"]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}; python benchmarks/report.py puts it in the README")
 
 
 if __name__ == "__main__":
