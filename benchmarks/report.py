@@ -94,7 +94,7 @@ def index() -> str:
 
 def synth_throughput() -> str:
     data = load("synth_throughput_cpu")
-    width, height = data["size"]
+    height, width = data["size"]
     rows = [[f"{kind}, {width}x{height}", v["generate_images_per_second"], v["generate_and_write_images_per_second"]]
             for kind, v in data["kinds"].items()]
     return table([f"{data['n']} images", "generated (img/s)", "generated + written, PNG + COCO JSON (img/s)"],
