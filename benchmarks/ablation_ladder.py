@@ -25,12 +25,12 @@ import torch
 from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 from donet.atomic import write_text_atomic
+from donet.evaluation import json_safe
+from donet.inference import evaluate_model
 from donet.io import open_dataset
-from donet.evaluation import evaluate, json_safe
-from donet.inference import Segmenter
 from donet.modeling import LADDER, SIZES
-from donet.training import ClusterAugmentation, DataSpec, TrainConfig, train
 from donet.modeling.weights import load_model
+from donet.training import ClusterAugmentation, DataSpec, TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "isbi2014"
@@ -54,8 +54,7 @@ def run_one(out: Path, preset: str, seed: int, iterations: int, cluster_aug: flo
     train(config, out, resume=(out / "config.json").is_file())
     seconds = time.perf_counter() - started
     test90 = open_dataset(DATA / "isbi2014_test")
-    segmenter = Segmenter.keeping_every_detection(load_model(out / "model.safetensors"))
-    results = evaluate(test90, segmenter.instances_by_name(test90))
+    results = evaluate_model(load_model(out / "model.safetensors"), test90)
     results["training_seconds_this_session"] = round(seconds, 1)
     results.update(provenance())
     write_text_atomic(result_path, json.dumps(json_safe(results), indent=2))
@@ -107,7 +106,7 @@ def main() -> None:
             run = run_folder(args.out, preset, seed)
             results.setdefault(preset, []).append(run_one(run, preset, seed, args.iterations, args.cluster_aug))
             write_text_atomic(args.out / "ladder.md", table(results, args.seeds, args.iterations, args.cluster_aug))
-            write_text_atomic(args.out / "ladder.json", json.dumps(json_safe(results), indent=2))
+            write_text_atomic(args.out / "ladder.json", json.dumps(json_safe({**provenance(), **results}), indent=2))
             print(table(results, args.seeds, args.iterations, args.cluster_aug), flush=True)
 
 

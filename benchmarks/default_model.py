@@ -27,11 +27,11 @@ import torch
 from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 from donet.atomic import write_text_atomic
+from donet.evaluation import json_safe
+from donet.inference import evaluate_model
 from donet.io import open_dataset
-from donet.evaluation import evaluate, json_safe
-from donet.inference import Segmenter
-from donet.training import DataSpec, TrainConfig, train
 from donet.modeling.weights import DEFAULT_MODEL, load_model, save_weights
+from donet.training import DataSpec, TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "isbi2014"
@@ -90,8 +90,7 @@ def main() -> None:
         train(config, args.out, resume=args.resume, train_data=train_data)
     seconds = time.perf_counter() - started
     checkpoint = args.evaluate or args.out / "model.safetensors"
-    segmenter = Segmenter.keeping_every_detection(load_model(checkpoint))
-    results = evaluate(evaluation_data, segmenter.instances_by_name(evaluation_data))
+    results = evaluate_model(load_model(checkpoint), evaluation_data)
     results.update(provenance())
     results["evaluated_on"] = "train45 held-out 9 (every fifth image)" if args.holdout else "test90"
     results["checkpoint"] = str(checkpoint)

@@ -6,27 +6,30 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from . import __version__
 from .atomic import atomic_dir, write_text_atomic
 from .data import ClusterAugmentor, SynthConfig, dataset_stats, generate
-from .io import DataFormat, open_dataset, write_dataset
-from .io.coco import read_predictions, relative_files, write_predictions
 from .errors import DonetError
 from .evaluation import evaluate, json_safe, table_rows
-from .evaluation.evaluate import TABLE_ROWS
+from .evaluation.evaluate import MAX_DETS, PAPER_SCORE_THRESHOLD, STANDARD_SCORE_THRESHOLD, TABLE_ROWS
 from .evaluation.measurement_accuracy import MEASUREMENT_COLUMNS, measurement_rows
 from .inference.settings import InferenceSettings
-
-if TYPE_CHECKING:
-    from .training import TrainConfig
+from .io import DataFormat, open_dataset, write_dataset
+from .io.coco import read_predictions, relative_files, write_predictions
 
 # torch and everything that needs it are imported inside the commands that run a model, so
 # --help, --version and argument errors answer at once.
@@ -148,28 +151,11 @@ def stats(
     Console().print(table)
 
 
-def _train_config(preset: str, size: str, train_path: Path | None, train_format, train_images, val_path, val_format,
-                  val_images, iterations, seed, lr, batch_size, cluster_aug, config_file, eval_period=None,
-                  checkpoint_period=None, brightness=None, contrast=None) -> TrainConfig:
-    from .training import ClusterAugmentation, DataSpec, TrainConfig
-
-    if config_file is not None:
-        return TrainConfig.load(config_file)
-    if train_path is None:
-        raise DonetError(None, "give --train DATASET (or --config FILE)")
-    # Unset options come from the size's schedule (see TrainConfig).
-    overrides = {"iterations": iterations, "base_lr": lr, "batch_size": batch_size, "eval_period": eval_period,
-                 "checkpoint_period": checkpoint_period, "brightness": brightness, "contrast": contrast}
-    try:
-        return TrainConfig(
-            preset=preset, seed=seed, size=size, **overrides,
-            train=DataSpec(path=str(train_path), format=train_format, images=None if train_images is None else str(train_images)),
-            val=None if val_path is None else DataSpec(path=str(val_path), format=val_format,
-                                                       images=None if val_images is None else str(val_images)),
-            cluster_augmentation=None if not cluster_aug else ClusterAugmentation(probability=cluster_aug),
-        )
-    except ValueError as exc:
-        raise DonetError(None, f"bad training option: {str(exc).splitlines()[-1]}") from None
+def _data(path: Path | None, format: DataFormat | None, images: Path | None) -> dict | None:
+    """A `training.DataSpec` from a dataset's options; None without the dataset."""
+    if path is None:
+        return None
+    return {"path": str(path), "format": format, "images": None if images is None else str(images)}
 
 
 PresetOption = Annotated[str, typer.Option(help="maskrcnn, drm, drm_crm or donet (the paper's ablation ladder).")]
@@ -203,11 +189,20 @@ def train_command(
     val_images: Annotated[Optional[Path], typer.Option(help="Validation images, when not beside the annotations.")] = None,
 ) -> None:
     """Train a preset; under torchrun --nproc_per_node N, with DDP."""
-    run_config = None if resume else _train_config(preset, size, train, train_format, train_images, val, val_format,
-                                                    val_images, iterations, seed, lr, batch_size, cluster_aug, config,
-                                                    eval_period, checkpoint_period, brightness, contrast)
-    from .training import train as train_model
+    from .training import TrainConfig, train as train_model
 
+    if resume:
+        run_config = None  # the run's own config.json
+    elif config is not None:
+        run_config = TrainConfig.load(config)
+    elif train is None:
+        raise DonetError(None, "give --train DATASET (or --config FILE)")
+    else:
+        run_config = TrainConfig.of(
+            preset=preset, size=size, seed=seed, iterations=iterations, base_lr=lr, batch_size=batch_size,
+            brightness=brightness, contrast=contrast, eval_period=eval_period, checkpoint_period=checkpoint_period,
+            train=_data(train, train_format, train_images), val=_data(val, val_format, val_images),
+            cluster_augmentation={"probability": cluster_aug} if cluster_aug else None)
     summary = train_model(run_config, out, resume=resume, console=console)
     validations = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                    if r["kind"] == "validation"]
@@ -215,7 +210,8 @@ def train_command(
         last = validations[-1]
         print_results({"classes": last["results"]}, f"validation at iteration {last['iteration']}")
     best = summary["best"]
-    console.print(f"trained {summary['iterations']} iterations into {out}"
+    console.print(f"trained {out} to iteration {summary['iteration']}"
+                  + (f" (resumed at iteration {summary['started']})" if summary["started"] else "")
                   + (f"; best validation segm AP {100 * best['segm_ap']:.2f} at iteration {best['iteration']}"
                      if best["iteration"] else ""))
 
@@ -252,9 +248,11 @@ def evaluate_command(
     gt_images: ImagesOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
     save_predictions: Annotated[Optional[Path], typer.Option(help="With --model: keep its predictions (COCO JSON).")] = None,
-    paper_threshold: Annotated[float, typer.Option(help="Score threshold of the paper and ISBI protocols.")] = 0.9,
-    standard_threshold: Annotated[float, typer.Option(help="Score threshold of the standard protocol.")] = 0.5,
-    max_dets: Annotated[int, typer.Option(help="Detections per image for COCO AP.")] = 1000,
+    paper_threshold: Annotated[float, typer.Option(help="Score threshold of the paper and ISBI protocols.")] = \
+        PAPER_SCORE_THRESHOLD,
+    standard_threshold: Annotated[float, typer.Option(help="Score threshold of the standard protocol.")] = \
+        STANDARD_SCORE_THRESHOLD,
+    max_dets: Annotated[int, typer.Option(help="Detections per image for COCO AP.")] = MAX_DETS,
 ) -> None:
     """Score predictions (or a checkpoint) against ground truth with every protocol."""
     if predictions is not None and model is not None:
@@ -301,9 +299,10 @@ def cv_command(
 ) -> None:
     """k-fold cross-validation: mean and standard deviation of every metric over folds."""
     from .cross_validation import cross_validate
+    from .training import TrainConfig
 
-    config = _train_config(preset, size, data, data_format, images, None, None, None, iterations, seed, None, None,
-                           0.0, None)
+    config = TrainConfig.of(preset=preset, size=size, seed=seed, iterations=iterations,
+                            train=_data(data, data_format, images))
     try:
         summary = cross_validate(config, open_dataset(data, data_format, images), folds, out, resume=resume)
     except ValueError as exc:
@@ -361,6 +360,11 @@ def predict_command(
              "--measure adds lengths and areas in microns.")] = None,
     skip_glass: Annotated[bool, typer.Option(help="Whole slides: run only the tiles a thumbnail shows cells in.")] = \
         DEFAULTS.skip_glass,
+    focus: Annotated[str, typer.Option(
+        help="Focal stacks (OME-TIFF, ImageJ): the middle plane, or edf to fuse every plane into one "
+             "extended-depth-of-field image.")] = DEFAULTS.focus,
+    channel: Annotated[Optional[int], typer.Option(
+        help="The channel to segment (from 0); default: RGB where the file has it, else the first.")] = None,
 ) -> None:
     """Segment images; overlapping cells stay separate objects in every export.
 
@@ -371,7 +375,8 @@ def predict_command(
     settings = InferenceSettings.of(score_threshold=score_threshold, mask_threshold=mask_threshold,
                                     nucleus_mask_threshold=nucleus_mask_threshold, tile=tile, overlap=overlap,
                                     diameter=diameter, mpp=mpp, skip_glass=skip_glass, device=device,
-                                    batch_size=batch_size, precision=precision, workers=workers)
+                                    batch_size=batch_size, precision=precision, workers=workers, focus=focus,
+                                    channel=channel)
     from .distributed import Processes
     from .inference import Exports, InputReport, Segmenter, expand_inputs, segment_files
     from .modeling.weights import load_model

@@ -11,13 +11,16 @@ import torch
 
 from donet.atomic import atomic_dir
 from donet.data import SynthConfig, generate
-from donet.io import write_dataset
+from donet.data.instances import CellClass
+from donet.distributed import Processes
 from donet.errors import DonetError
-from donet.training import DataSpec, RunPaths, TrainConfig, TrainingDiverged, train
+from donet.io import open_dataset, write_dataset
+from donet.modeling import image_tensor
+from donet.modeling.weights import read_checkpoint
+from donet.training import ClusterAugmentation, DataSpec, RunPaths, TrainConfig, TrainingDiverged, train
 from donet.training import trainer as trainer_module
 from donet.training.augment import photometric_jitter
 from donet.training.schedule import warmup_multistep
-from donet.modeling.weights import read_checkpoint
 
 SMALL_MODEL = {"min_size": 128, "max_size": 128}
 
@@ -68,21 +71,54 @@ class Killed(Exception):
     pass
 
 
+def killed_at(iteration: int):
+    """An `on_step` that kills the run when it logs `iteration`."""
+
+    def crash(done, _record):
+        if done == iteration:
+            raise Killed
+
+    return crash
+
+
+def logged_iterations(run: Path, kind: str = "train") -> list[int]:
+    records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    return [r["iteration"] for r in records if r["kind"] == kind]
+
+
+def watch_forward(monkeypatch, change=None) -> list[tuple[list, list]]:
+    """The (images, targets) of every forward of the models `train` builds from here on;
+    `change(call, losses)`, given, replaces the losses of the call-th forward."""
+    build, calls = trainer_module.build_model, []
+
+    def watched_build(*args, **kwargs):
+        model = build(*args, **kwargs)
+        forward = model.forward
+
+        def watched(images, targets=None):
+            calls.append((images, targets))
+            losses = forward(images, targets)
+            return change(len(calls), losses) if change else losses
+
+        model.forward = watched
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model", watched_build)
+    return calls
+
+
 def test_a_run_killed_between_checkpoints_resumes_to_the_same_result(synthetic, tmp_path):
     torch.set_num_threads(1)  # bitwise-repeatable kernels for the comparison
     whole = train(config_for(synthetic), tmp_path / "whole")
-    assert whole["completed"] and whole["iterations"] == 12
-
-    def crash(iteration, _record):
-        if iteration == 6:
-            raise Killed  # mid-way between the checkpoints at 4 and 8
-
-    with pytest.raises(Killed):
-        train(config_for(synthetic), tmp_path / "killed", on_step=crash)
+    assert (whole["started"], whole["iteration"]) == (0, 12)
+    with pytest.raises(Killed):  # mid-way between the checkpoints at 4 and 8
+        train(config_for(synthetic), tmp_path / "killed", on_step=killed_at(6))
     paths = RunPaths(tmp_path / "killed")
     assert paths.last_checkpoint().name == "iter_0000004" and not paths.final.exists()
     resumed = train(None, tmp_path / "killed", resume=True)
-    assert resumed["completed"] and resumed["iterations"] == 12
+    assert (resumed["started"], resumed["iteration"]) == (4, 12)
+    # The killed run logged 2, 4 and 6; the resumed one took steps 5 to 12, not 1 to 12.
+    assert logged_iterations(paths.root) == [2, 4, 6, 6, 8, 10, 12]
     a, _ = read_checkpoint(tmp_path / "whole" / "model.safetensors")
     b, _ = read_checkpoint(paths.final)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
@@ -93,23 +129,10 @@ def test_a_run_killed_between_checkpoints_resumes_to_the_same_result(synthetic, 
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(synthetic, tmp_path, monkeypatch):
-    build = trainer_module.build_model
+    def poisoned(call, losses):
+        return {**losses, "loss_mask": losses["loss_mask"] * float("nan")} if call == 7 else losses
 
-    def poisoned(*args, **kwargs):
-        model = build(*args, **kwargs)
-        forward, calls = model.forward, []
-
-        def forward_with_nan(images, targets=None):
-            losses = forward(images, targets)
-            calls.append(1)
-            if len(calls) == 7:
-                losses["loss_mask"] = losses["loss_mask"] * float("nan")
-            return losses
-
-        model.forward = forward_with_nan
-        return model
-
-    monkeypatch.setattr(trainer_module, "build_model", poisoned)
+    watch_forward(monkeypatch, poisoned)
     with pytest.raises(TrainingDiverged, match="loss became nan at iteration 6") as caught:
         train(config_for(synthetic), tmp_path / "run")
     assert "iteration 4" in str(caught.value)
@@ -124,14 +147,79 @@ def test_existing_run_folder_is_never_overwritten(synthetic, tmp_path):
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
-def test_validation_keeps_the_best_checkpoint_and_logs_every_protocol(synthetic, tmp_path):
-    config = config_for(synthetic, iterations=4, eval_period=2, val=DataSpec(path=str(synthetic)))
-    summary = train(config, tmp_path / "run")
+def same_weights(a: Path, b: Path) -> bool:
+    (first, _), (second, _) = read_checkpoint(a), read_checkpoint(b)
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_validation_keeps_the_best_checkpoint_and_logs_every_protocol(synthetic, tmp_path, monkeypatch):
+    # A few steps from scratch score 0 at every validation: distinct scores show which is kept.
+    scores = iter([0.2, 0.5, 0.3])
+    monkeypatch.setattr(trainer_module, "segm_ap", lambda results: next(scores))
+    config = config_for(synthetic, iterations=6, eval_period=2, checkpoint_period=2)
+    summary = train(config, tmp_path / "run", val_data=list(open_dataset(synthetic))[:2])
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     validations = [r for r in records if r["kind"] == "validation"]
-    assert [r["iteration"] for r in validations] == [2, 4]
-    assert summary["best"]["iteration"] in (2, 4) and (tmp_path / "run" / "best.safetensors").is_file()
+    assert [r["iteration"] for r in validations] == [2, 4, 6]
+    best = max(validations, key=lambda r: r["segm_ap"])
+    assert summary["best"] == {"segm_ap": best["segm_ap"], "iteration": best["iteration"]}
+    paths = RunPaths(tmp_path / "run")
+    assert same_weights(paths.best, paths.checkpoints / f"iter_{best['iteration']:07d}" / "model.safetensors")
+    assert not same_weights(paths.best, paths.final)
     assert {"coco", "paper", "standard", "isbi"} <= validations[0]["results"]["cytoplasm"].keys()
+
+
+def test_cli_resume_continues_from_the_last_checkpoint(synthetic, tmp_path):
+    from typer.testing import CliRunner
+
+    from donet.cli import app
+
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        train(config_for(synthetic, iterations=2, checkpoint_period=1, log_period=1), run, on_step=killed_at(2))
+    result = CliRunner().invoke(app, ["train", "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "to iteration 2 (resumed at iteration 1)" in " ".join(result.output.split())
+    assert logged_iterations(run) == [1, 2, 2] and RunPaths(run).final.is_file()
+
+
+def test_cluster_augmentor_replaces_the_training_images_when_enabled(synthetic, tmp_path, monkeypatch):
+    dataset = open_dataset(synthetic)
+    originals = [image_tensor(sample.image) for sample in dataset]
+    plain = config_for(synthetic, iterations=2, horizontal_flip=False, brightness=0.0, contrast=0.0)
+    # The comparison below holds: without the augmentor a batch is made of training images.
+    images, _ = trainer_module.training_batch(plain, dataset, None, 0, Processes())
+    assert all(any(torch.equal(image, o) for o in originals) for image in images)
+    calls = watch_forward(monkeypatch)
+    train(plain.model_copy(update={"cluster_augmentation": ClusterAugmentation(probability=1.0, cells=(4, 4))}),
+          tmp_path / "run")
+    assert len(calls) == 2
+    for images, targets in calls:
+        for image, target in zip(images, targets):
+            assert not any(torch.equal(image, o) for o in originals)
+            assert (target["labels"] == CellClass.CYTOPLASM).sum() == 4  # the training images have 2 or 3 cells
+
+
+def test_attention_comes_from_the_sampled_cells_without_ground_truth_attention(synthetic, tmp_path, monkeypatch):
+    from donet.modeling import donet as donet_module
+
+    attention_map, attended = donet_module.attention_map, []
+
+    def watched(mask_rois, *args):
+        attended.append([boxes.detach() for boxes, _ in mask_rois])
+        return attention_map(mask_rois, *args)
+
+    monkeypatch.setattr(donet_module, "attention_map", watched)
+    calls = watch_forward(monkeypatch)
+    for from_truth in (True, False):
+        model = {**SMALL_MODEL, "attention_from_ground_truth": from_truth}
+        config = config_for(synthetic, iterations=1, train_scales=(1.0,), model=model)
+        assert train(config, tmp_path / f"{from_truth}")["iteration"] == 1
+        (_, targets), boxes = calls[-1], attended[-1]
+        truth = [target["boxes"][target["labels"] == CellClass.CYTOPLASM] for target in targets]
+        # 128-pixel images at the model's size: boxes keep their coordinates.
+        same = [b.shape == t.shape and torch.allclose(b, t) for b, t in zip(boxes, truth)]
+        assert all(same) if from_truth else not any(same)  # else the positive proposals, more than the cells
 
 
 @pytest.mark.slow
@@ -151,11 +239,8 @@ def test_two_process_gloo_run_writes_one_checkpoint(synthetic, tmp_path):
 
 
 def test_jitter_options_reach_the_config_and_bad_values_are_refused(synthetic):
-    from donet.cli import _train_config
-
     def options(**jitter):
-        return _train_config("donet", "light", synthetic, None, None, None, None, None, 10, 0, None, None, 0.0,
-                             None, **jitter)
+        return TrainConfig.of(train=DataSpec(path=str(synthetic)), iterations=10, **jitter)
 
     default = options()
     assert (default.brightness, default.contrast) == (0.1, 0.2)
@@ -166,14 +251,14 @@ def test_jitter_options_reach_the_config_and_bad_values_are_refused(synthetic):
 
 @pytest.mark.parametrize("size, first_step, smallest_side", [("light", 1500, 448), ("paper", 50000, 640)])
 def test_python_and_cli_configs_take_the_same_schedule_of_the_size(synthetic, size, first_step, smallest_side):
-    from donet.cli import _train_config
     from donet.modeling import SIZES
 
     spec = DataSpec(path=str(synthetic))
     iterations = {"light": 2000, "paper": 60000}[size]
     python = TrainConfig(size=size, train=spec)
-    assert python == _train_config("donet", size, synthetic, None, None, None, None, None, None, 0, None, None, 0.0,
-                                   None)
+    # The command line's unset options arrive as None: the schedule's and the defaults.
+    assert python == TrainConfig.of(size=size, train=spec, iterations=None, base_lr=None, batch_size=None,
+                                    eval_period=None, brightness=None, cluster_augmentation=None)
     assert python.iterations == iterations and python.lr_steps[0] == first_step
     min_size = SIZES[size].get("min_size", 800)
     assert round(min(python.train_scales) * min_size) == smallest_side

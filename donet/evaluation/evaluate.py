@@ -29,11 +29,10 @@ def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Ins
     """Scores of `predictions` (image name -> scored instances) against `truth`.
 
     COCO AP uses every prediction; the paper's and the ISBI protocols keep predictions
-    scoring at least `paper_score_threshold`, the standard
-    protocol those at least `standard_score_threshold`, as do the measurement errors (see
-    `measurement_accuracy`). A ground-truth image without
-    predictions counts as predicted empty (reported in `images_without_predictions`);
-    predictions for images not in the ground truth are an error.
+    scoring at least `paper_score_threshold`, the standard protocol those at least
+    `standard_score_threshold`, as do the measurement errors (see `measurement_accuracy`).
+    A ground-truth image without predictions counts as predicted empty (reported in
+    `images_without_predictions`); predictions for images not in the ground truth are an error.
     """
     names = [sample.name for sample in truth]
     unknown = sorted(set(predictions) - set(names))

@@ -36,22 +36,6 @@ SIZES = {
 }
 
 
-# Each size's training schedule, beside its model: the paper's (SGD, GPU) and a short AdamW
-# one that converges from scratch on a CPU budget (on ISBI 2014 train45 it lowered the loss
-# faster than SGD at 0.02 in 300-iteration trials). `warmup`, `decay_at` and `eval_every` are
-# fractions of the run and `scales` factors of the model's `min_size` (the shorter side drawn
-# per training image), so a longer run or a model at another size keeps their meaning.
-# `TrainConfig` fills every field left unset from here.
-SCHEDULES = {
-    "paper": {"optimizer": "sgd", "iterations": 60000, "base_lr": 0.001, "warmup": 1 / 60, "decay_at": (5 / 6, 11 / 12),
-              "scales": (0.8, 0.84, 0.88, 0.92, 0.96, 1.0), "clip_grad_norm": 0.0, "checkpoint_period": 500,
-              "eval_every": 1 / 12, "log_period": 20},
-    "light": {"optimizer": "adamw", "iterations": 2000, "base_lr": 0.001, "warmup": 0.1, "decay_at": (0.75, 0.9),
-              "scales": (0.875, 0.9375, 1.0, 1.0625, 1.125), "clip_grad_norm": 10.0, "checkpoint_period": 100,
-              "eval_every": 0.25, "log_period": 10},
-}
-
-
 def preset_config(preset: str = "donet", size: str = "light", **overrides) -> ModelConfig:
     """The config of `preset` (maskrcnn, drm, drm_crm, donet) at `size` (light, paper),
     with any field overridden."""

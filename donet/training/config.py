@@ -8,9 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..io.datasets import DataFormat
 from ..errors import DonetError
-from ..modeling.presets import LADDER, SCHEDULES, SIZES
+from ..io.datasets import DataFormat
+from ..modeling.presets import LADDER, SIZES
+from .schedule import SCHEDULES
 
 
 class DataSpec(BaseModel):
@@ -78,11 +79,10 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_from_schedule(cls, data):
-        """Unset (or None) schedule fields from the size's `SCHEDULES` entry."""
+        """Unset schedule fields from the size's `SCHEDULES` entry."""
         if not isinstance(data, dict):
             return data
-        given = {k: v for k, v in data.items() if v is not None}
-        size = given.get("size", cls.model_fields["size"].default)
+        size = data.get("size", cls.model_fields["size"].default)
         if size not in SCHEDULES:
             raise ValueError(f"unknown size '{size}' (choose from {', '.join(SCHEDULES)})")
         schedule = SCHEDULES[size]
@@ -90,12 +90,12 @@ class TrainConfig(BaseModel):
                     "base_lr": schedule["base_lr"], "train_scales": schedule["scales"],
                     "clip_grad_norm": schedule["clip_grad_norm"], "checkpoint_period": schedule["checkpoint_period"],
                     "log_period": schedule["log_period"]}
-        iterations = given.get("iterations", schedule["iterations"])
+        iterations = data.get("iterations", schedule["iterations"])
         if isinstance(iterations, int) and iterations > 0:  # else the field's own check reports it
             defaults |= {"warmup_iterations": int(iterations * schedule["warmup"]),
                          "lr_steps": tuple(int(iterations * f) for f in schedule["decay_at"]),
                          "eval_period": max(1, int(iterations * schedule["eval_every"]))}
-        return {**defaults, **given}
+        return {**defaults, **data}
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -113,6 +113,15 @@ class TrainConfig(BaseModel):
         write_text_atomic(path, self.model_dump_json(indent=2))
 
     @classmethod
+    def of(cls, **options) -> TrainConfig:
+        """A config from options, None meaning unset (the default or the size's schedule);
+        a bad value is a one-line error."""
+        try:
+            return cls(**{k: v for k, v in options.items() if v is not None})
+        except ValidationError as exc:
+            raise DonetError(None, f"bad training option {_first_problem(exc)}") from None
+
+    @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
         try:
@@ -120,8 +129,13 @@ class TrainConfig(BaseModel):
         except FileNotFoundError:
             raise DonetError(path, "no such config file") from None
         except ValidationError as exc:
-            error = exc.errors()[0]  # the first problem, named by its field
-            where = ".".join(map(str, error["loc"]))
-            raise DonetError(path, f"invalid training config: {where + ': ' if where else ''}{error['msg']}") from None
+            raise DonetError(path, f"invalid training config: {_first_problem(exc)}") from None
         except (json.JSONDecodeError, TypeError) as exc:
             raise DonetError(path, f"invalid training config: {str(exc).splitlines()[0]}") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """The first problem in one line, named by its field."""
+    error = exc.errors()[0]
+    where = ".".join(map(str, error["loc"]))
+    return f"{where + ': ' if where else ''}{error['msg']}"

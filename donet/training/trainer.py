@@ -1,5 +1,9 @@
 """The training loop: resumable checkpoints, NaN guard, validation, DDP and mixed precision.
 
+In torchvision's references/detection manner: `build_run` makes the model, optimiser and
+schedule (resumed from a checkpoint), `training_batch` and `train_step` take one step, and
+`train` loops over them, calling the logging, validation and checkpoint hooks when due.
+
 A run folder holds `config.json`, `metrics.jsonl` (one JSON line per logged step or
 validation), `checkpoints/iter_NNNNNNN/` (model.safetensors + state.pt) with a `last`
 pointer, `best.safetensors` (best validation segm AP) and, at the end, `model.safetensors`.
@@ -15,27 +19,33 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from ..atomic import atomic_path, ensure_new_dir, write_text_atomic
 from ..data import ClusterAugmentor, Dataset
-from ..io import open_dataset
 from ..data.instances import AnnotatedImage
 from ..data.stats import median_diameter
 from ..distributed import Processes
 from ..errors import DonetError
-from ..evaluation import evaluate, json_safe
-from ..inference import Segmenter
+from ..evaluation import json_safe
+from ..inference import evaluate_model
+from ..io import open_dataset
 from ..modeling import DoNet, build_model, image_tensor, training_target
 from ..modeling.weights import load_weights, save_weights
 from .augment import photometric_jitter, random_flips
-from .config import DataSpec, TrainConfig
+from .config import ClusterAugmentation, DataSpec, TrainConfig
 from .schedule import warmup_multistep
 
 
@@ -110,52 +120,162 @@ def sample_indices(seed: int, iteration: int, batch: int, rank: int, world: int,
     return indices
 
 
-def save_checkpoint(paths: RunPaths, model: DoNet, optimizer, scheduler, iteration: int, best: dict, keep: int):
-    name = f"iter_{iteration:07d}"
+@dataclass
+class Run:
+    """What a training run holds between steps: `build_run` makes it, `train_step` advances it."""
+
+    config: TrainConfig
+    paths: RunPaths
+    processes: Processes
+    model: DoNet
+    network: torch.nn.Module  # the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    iteration: int = 0  # steps taken
+    best: dict = field(default_factory=lambda: {"segm_ap": -1.0, "iteration": None})
+    checkpointed: int = 0  # the iteration of the last checkpoint: what a diverged run keeps
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def due(self, period: int) -> bool:
+        """Whether a hook of this period runs after the step just taken (every hook runs after the last)."""
+        return self.iteration % period == 0 or self.iteration == self.config.iterations
+
+
+def build_run(config: TrainConfig, paths: RunPaths, processes: Processes, train_set: Sequence[AnnotatedImage],
+              resume: bool = False) -> Run:
+    """Model, optimiser and schedule as `config` says, on this process' device; with `resume`,
+    at the state of the run folder's last checkpoint, if it has one."""
+    torch.manual_seed(config.seed)
+    device = torch.device(f"cuda:{processes.local_rank}" if torch.cuda.is_available() else "cpu")
+    # Inference rescales images relative to the training images' size (see ModelConfig).
+    # --diameter rescales other images to the cells' size here.
+    model_options = {"train_image_size": min(train_set[0].size),
+                     "cell_diameter": median_diameter(train_set[i] for i in range(len(train_set))), **config.model}
+    model = build_model(config.preset, config.size, **model_options).to(device)
+    if config.train_scales:
+        model.transform.min_size = tuple(round(scale * model.config.min_size) for scale in config.train_scales)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(parameters, lr=config.base_lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(parameters, lr=config.base_lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+    scheduler = warmup_multistep(optimizer, config.warmup_iterations, config.warmup_factor, config.lr_steps,
+                                 config.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    run = Run(config, paths, processes, model, model, optimizer, scheduler, scaler)
+    checkpoint = paths.last_checkpoint() if resume else None
+    if checkpoint is not None:
+        load_checkpoint(checkpoint, run)
+    if processes.world > 1:
+        run.network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    model.train()
+    return run
+
+
+def cluster_augmentor(options: ClusterAugmentation | None,
+                      train_set: Sequence[AnnotatedImage]) -> ClusterAugmentor | None:
+    if options is None:
+        return None
+    return ClusterAugmentor((train_set[i] for i in range(len(train_set))), cells=options.cells,
+                            overlap=options.overlap, translucency=options.translucency)
+
+
+def training_batch(config: TrainConfig, train_set: Sequence[AnnotatedImage], augmentor: ClusterAugmentor | None,
+                   iteration: int, processes: Processes) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """This process' images and targets for step `iteration`, augmented. Their randomness is
+    seeded by their place in the run, so a resumed run draws the same batches."""
+    images, targets = [], []
+    indices = sample_indices(config.seed, iteration, config.batch_size, processes.rank, processes.world,
+                             len(train_set))
+    for slot, index in enumerate(indices):
+        rng = np.random.default_rng([config.seed, iteration, processes.rank, slot])
+        sample = train_set[index]
+        if augmentor is not None:
+            sample = augmentor.maybe_replace(sample, rng, config.cluster_augmentation.probability)
+        image, target = random_flips(image_tensor(sample.image), training_target(sample), rng,
+                                     config.horizontal_flip, config.vertical_flip)
+        if config.brightness or config.contrast:
+            image = photometric_jitter(image, rng, config.brightness, config.contrast)
+        images.append(image)
+        targets.append(target)
+    return images, targets
+
+
+def train_step(run: Run, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """One optimiser step; returns the loss and its terms, averaged over the processes. A
+    loss that is not finite stops the run before it reaches the weights."""
+    device = run.device
+    images = [image.to(device) for image in images]
+    targets = [{k: v.to(device) for k, v in target.items()} for target in targets]
+    with torch.autocast(device.type, enabled=run.scaler.is_enabled()):
+        losses = run.network(images, targets)
+    loss = sum(losses.values())
+    # One all-reduce for every term; their sum is the loss.
+    terms = run.processes.mean(torch.stack([value.detach().float() for value in losses.values()]))
+    reduced = terms.sum().item()
+    if not np.isfinite(reduced):
+        raise TrainingDiverged(run.paths.root, f"loss became {reduced} at iteration {run.iteration}; "
+                                               f"the last good checkpoint (iteration {run.checkpointed}) is kept")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.config.clip_grad_norm > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.clip_grad_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    run.iteration += 1
+    return {"loss": reduced, **dict(zip(losses, terms.tolist()))}
+
+
+def save_checkpoint(run: Run) -> None:
+    paths, name = run.paths, f"iter_{run.iteration:07d}"
     folder = paths.checkpoints / name
     tmp = paths.checkpoints / f".{name}.part"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_weights(model, tmp / "model.safetensors")
-    state = {"iteration": iteration, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "torch_rng": torch.get_rng_state(), "best": best}
+    save_weights(run.model, tmp / "model.safetensors")
+    state = {"iteration": run.iteration, "optimizer": run.optimizer.state_dict(),
+             "scheduler": run.scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "best": run.best}
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(state, tmp / "state.pt")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     write_text_atomic(paths.last, name)  # the switch: until here the previous checkpoint stays "last"
-    for old in sorted(p for p in paths.checkpoints.glob("iter_*") if p.is_dir())[:-keep]:
+    for old in sorted(p for p in paths.checkpoints.glob("iter_*") if p.is_dir())[:-run.config.keep_checkpoints]:
         shutil.rmtree(old)
 
 
-def load_checkpoint(folder: Path, model: DoNet, optimizer, scheduler) -> tuple[int, dict]:
-    load_weights(model, folder / "model.safetensors")
+def load_checkpoint(folder: Path, run: Run) -> None:
+    load_weights(run.model, folder / "model.safetensors")
     try:
         # weights_only: tensors and plain containers only, no pickled code runs.
         state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged files
         raise DonetError(folder / "state.pt", f"unreadable training state ({exc.__class__.__name__})") from None
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return int(state["iteration"]), dict(state["best"])
+    run.iteration = run.checkpointed = int(state["iteration"])
+    run.best = dict(state["best"])
 
 
 def segm_ap(results: dict) -> float:
     """Validation score that picks the best checkpoint: segm AP averaged over both classes."""
     return results["classes"]["average"]["coco"]["ap"]
-
-
-def validate(model: DoNet, dataset: Sequence[AnnotatedImage]) -> dict:
-    try:
-        segmenter = Segmenter.keeping_every_detection(model, device=next(model.parameters()).device.type)
-        predictions = segmenter.instances_by_name(dataset)
-    finally:
-        model.train()
-    return evaluate(dataset, predictions)
 
 
 class MetricsLog:
@@ -181,143 +301,104 @@ class MetricsLog:
                     self.tensorboard.add_scalar(f"{record.get('kind', 'train')}/{key}", value, record["iteration"])
 
 
-def train(config: TrainConfig, out: str | Path, resume: bool = False,
-          train_data: Sequence[AnnotatedImage] | None = None, val_data: Sequence[AnnotatedImage] | None = None,
-          console: Console | None = None,
-          on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """Train as `config` says into the run folder `out` and return a summary.
+# -- the hooks the loop calls after a step, each when its period is due --------------------
 
-    `resume` continues the run in `out` from its last checkpoint (the saved config wins).
-    `train_data` / `val_data` replace the config's datasets (cross-validation folds).
-    `on_step` is called with each logged record.
-    """
-    console = console or Console(stderr=True)
-    paths = RunPaths(Path(out))
-    ddp = Processes.from_environment()
+def log_step(run: Run, log: MetricsLog, console: Console, terms: dict[str, float], started: float) -> dict:
+    record = {"kind": "train", "iteration": run.iteration, "lr": run.lr, **terms,
+              "seconds": round(time.perf_counter() - started, 2)}
+    log.write(record)
+    if not console.is_terminal and run.processes.main:
+        console.print(f"iter {run.iteration}/{run.config.iterations} loss {terms['loss']:.3f} lr {run.lr:.2e}")
+    return record
+
+
+def validate(run: Run, dataset: Sequence[AnnotatedImage], log: MetricsLog, console: Console) -> None:
+    """Score the model on `dataset`, log the scores and keep the weights that score best."""
+    try:
+        results = evaluate_model(run.model, dataset, device=run.device.type)
+    finally:
+        run.model.train()
+    score = segm_ap(results)
+    classes = results["classes"]
+    log.write({"kind": "validation", "iteration": run.iteration, "segm_ap": score, "results": classes})
+    console.print(f"validation at iteration {run.iteration}: segm AP {100 * score:.2f} (cytoplasm "
+                  f"{100 * classes['cytoplasm']['coco']['ap']:.2f}, nucleus "
+                  f"{100 * classes['nucleus']['coco']['ap']:.2f})")
+    if score > run.best["segm_ap"]:
+        run.best = {"segm_ap": score, "iteration": run.iteration}
+        save_weights(run.model, run.paths.best)
+
+
+def checkpoint(run: Run) -> None:
+    if run.processes.main:
+        save_checkpoint(run)
+    run.checkpointed = run.iteration
+    run.processes.barrier()
+
+
+# -- the run ------------------------------------------------------------------------------
+
+def open_run(paths: RunPaths, processes: Processes, config: TrainConfig | None, resume: bool,
+             train_data: Sequence[AnnotatedImage] | None,
+             val_data: Sequence[AnnotatedImage] | None) -> tuple[TrainConfig, Cache, Sequence[AnnotatedImage] | None]:
+    """The run's config (a resumed run's own) and data; a new run's folder with its config.
+    The data is opened before the folder is made: a bad path leaves nothing behind."""
     if resume:
         if not paths.config.is_file():
             raise DonetError(paths.root, "nothing to resume: no config.json in this folder")
         config = TrainConfig.load(paths.config)
-    elif ddp.main:
+    elif processes.main:
         ensure_new_dir(paths.root)
-    # The data is opened before the run folder is made: a bad path leaves nothing behind.
     train_set = Cache(train_data if train_data is not None else open_data(config.train))
     if len(train_set) == 0:
         raise DonetError(config.train.path, "the training set is empty")
     val_set = val_data if val_data is not None else (open_data(config.val) if config.val else None)
-    if not resume and ddp.main:
+    if not resume and processes.main:
         paths.root.mkdir(parents=True, exist_ok=True)
         config.save(paths.config)
-    ddp.barrier()
-    augmentor = None
-    if config.cluster_augmentation is not None:
-        aug = config.cluster_augmentation
-        augmentor = ClusterAugmentor((train_set[i] for i in range(len(train_set))), cells=aug.cells,
-                                     overlap=aug.overlap, translucency=aug.translucency)
+    processes.barrier()
+    return config, train_set, val_set
 
-    torch.manual_seed(config.seed)
-    device = torch.device(f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu")
-    # Inference rescales images relative to the training images' size (see ModelConfig).
-    # --diameter rescales other images to the cells' size here.
-    model_options = {"train_image_size": min(train_set[0].size),
-                     "cell_diameter": median_diameter(train_set[i] for i in range(len(train_set))), **config.model}
-    model = build_model(config.preset, config.size, **model_options).to(device)
-    if config.train_scales:
-        model.transform.min_size = tuple(round(scale * model.config.min_size) for scale in config.train_scales)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(parameters, lr=config.base_lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(parameters, lr=config.base_lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-    scheduler = warmup_multistep(optimizer, config.warmup_iterations, config.warmup_factor, config.lr_steps,
-                                 config.lr_gamma)
-    start, best = 0, {"segm_ap": -1.0, "iteration": None}
-    if resume:
-        checkpoint = paths.last_checkpoint()
-        if checkpoint is not None:
-            start, best = load_checkpoint(checkpoint, model, optimizer, scheduler)
-    network = model
-    if ddp.world > 1:
-        network = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    log = MetricsLog(paths.metrics, ddp.main)
-    model.train()
 
+def train(config: TrainConfig | None, out: str | Path, resume: bool = False,
+          train_data: Sequence[AnnotatedImage] | None = None, val_data: Sequence[AnnotatedImage] | None = None,
+          console: Console | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """Train as `config` says into the run folder `out`.
+
+    `resume` continues the run in `out` from its last checkpoint (the saved config wins).
+    `train_data` / `val_data` replace the config's datasets (cross-validation folds).
+    `on_step` is called with each logged record. Returns the run folder, the iteration the
+    run `started` at (a resumed run's last checkpoint), the `iteration` it reached and the
+    `best` validation (segm AP and iteration).
+    """
+    console = console or Console(stderr=True)
+    paths, processes = RunPaths(Path(out)), Processes.from_environment()
+    config, train_set, val_set = open_run(paths, processes, config, resume, train_data, val_data)
+    augmentor = cluster_augmentor(config.cluster_augmentation, train_set)
+    run = build_run(config, paths, processes, train_set, resume)
+    log, start, started = MetricsLog(paths.metrics, processes.main), run.iteration, time.perf_counter()
     progress = Progress(TextColumn("[bold]train[/bold] {task.completed}/{task.total}"), BarColumn(),
                         TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not ddp.main)
-    last_good = start
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not processes.main)
     with progress:
-        task = progress.add_task("train", total=config.iterations, completed=start, loss=float("nan"),
-                                 lr=optimizer.param_groups[0]["lr"])
-        started = time.perf_counter()
-        for iteration in range(start, config.iterations):
-            indices = sample_indices(config.seed, iteration, config.batch_size, ddp.rank, ddp.world, len(train_set))
-            images, targets = [], []
-            for slot, index in enumerate(indices):
-                rng = np.random.default_rng([config.seed, iteration, ddp.rank, slot])
-                sample = train_set[index]
-                if augmentor is not None:
-                    sample = augmentor.maybe_replace(sample, rng, config.cluster_augmentation.probability)
-                image, target = random_flips(image_tensor(sample.image), training_target(sample), rng,
-                                             config.horizontal_flip, config.vertical_flip)
-                if config.brightness or config.contrast:
-                    image = photometric_jitter(image, rng, config.brightness, config.contrast)
-                images.append(image.to(device))
-                targets.append({k: v.to(device) for k, v in target.items()})
-            with torch.autocast(device.type, enabled=use_amp):
-                losses = network(images, targets)
-            loss = sum(losses.values())
-            reduced = ddp.mean(loss.detach())
-            if not torch.isfinite(reduced):
-                raise TrainingDiverged(paths.root, f"loss became {reduced.item()} at iteration {iteration}; "
-                                                   f"the last good checkpoint (iteration {last_good}) is kept")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.clip_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            done = iteration + 1
-            lr = optimizer.param_groups[0]["lr"]
-            progress.update(task, completed=done, loss=reduced.item(), lr=lr)
-            if done % config.log_period == 0 or done == config.iterations:
-                record = {"kind": "train", "iteration": done, "lr": lr, "loss": reduced.item(),
-                          **{k: ddp.mean(v.detach()).item() for k, v in losses.items()},
-                          "seconds": round(time.perf_counter() - started, 2)}
-                log.write(record)
-                if not console.is_terminal and ddp.main:
-                    console.print(f"iter {done}/{config.iterations} loss {reduced.item():.3f} lr {lr:.2e}")
+        task = progress.add_task("train", total=config.iterations, completed=start, loss=float("nan"), lr=run.lr)
+        while run.iteration < config.iterations:
+            terms = train_step(run, *training_batch(config, train_set, augmentor, run.iteration, processes))
+            progress.update(task, completed=run.iteration, loss=terms["loss"], lr=run.lr)
+            if run.due(config.log_period):
+                record = log_step(run, log, console, terms, started)
                 if on_step:
-                    on_step(done, record)
-            if val_set is not None and (done % config.eval_period == 0 or done == config.iterations):
-                if ddp.main:
-                    results = validate(model, val_set)
-                    score = segm_ap(results)
-                    log.write({"kind": "validation", "iteration": done, "segm_ap": score,
-                               "results": results["classes"]})
-                    console.print(f"validation at iteration {done}: segm AP {100 * score:.2f} (cytoplasm "
-                                  f"{100 * results['classes']['cytoplasm']['coco']['ap']:.2f}, nucleus "
-                                  f"{100 * results['classes']['nucleus']['coco']['ap']:.2f})")
-                    if score > best["segm_ap"]:
-                        best = {"segm_ap": score, "iteration": done}
-                        save_weights(model, paths.best)
-                ddp.barrier()
-            if done % config.checkpoint_period == 0 or done == config.iterations:
-                if ddp.main:
-                    save_checkpoint(paths, model, optimizer, scheduler, done, best, config.keep_checkpoints)
-                last_good = done
-                ddp.barrier()
-    if ddp.main:
-        save_weights(model, paths.final)
+                    on_step(run.iteration, record)
+            if val_set is not None and run.due(config.eval_period):
+                if processes.main:
+                    validate(run, val_set, log, console)
+                processes.barrier()
+            if run.due(config.checkpoint_period):
+                checkpoint(run)
+    if processes.main:
+        save_weights(run.model, paths.final)
         if val_set is None:
             # Without validation the final weights are the best we know of.
             with atomic_path(paths.best) as tmp:
                 shutil.copyfile(paths.final, tmp)
-    # Returning means the run reached its last iteration (a crash or kill raises or never returns).
-    return {"iterations": config.iterations, "completed": True, "best": best, "run": str(paths.root)}
+    return {"run": str(paths.root), "started": start, "iteration": run.iteration, "best": run.best}
