@@ -360,11 +360,6 @@ def predict_command(
              "--measure adds lengths and areas in microns.")] = None,
     skip_glass: Annotated[bool, typer.Option(help="Whole slides: run only the tiles a thumbnail shows cells in.")] = \
         DEFAULTS.skip_glass,
-    focus: Annotated[str, typer.Option(
-        help="Focal stacks (OME-TIFF, ImageJ): the middle plane, or edf to fuse every plane into one "
-             "extended-depth-of-field image.")] = DEFAULTS.focus,
-    channel: Annotated[Optional[int], typer.Option(
-        help="The channel to segment (from 0); default: RGB where the file has it, else the first.")] = None,
 ) -> None:
     """Segment images; overlapping cells stay separate objects in every export.
 
@@ -375,8 +370,7 @@ def predict_command(
     settings = InferenceSettings.of(score_threshold=score_threshold, mask_threshold=mask_threshold,
                                     nucleus_mask_threshold=nucleus_mask_threshold, tile=tile, overlap=overlap,
                                     diameter=diameter, mpp=mpp, skip_glass=skip_glass, device=device,
-                                    batch_size=batch_size, precision=precision, workers=workers, focus=focus,
-                                    channel=channel)
+                                    batch_size=batch_size, precision=precision, workers=workers)
     from .distributed import Processes
     from .inference import Exports, InputReport, Segmenter, expand_inputs, segment_files
     from .modeling.weights import load_model
