@@ -360,6 +360,11 @@ def predict_command(
              "--measure adds lengths and areas in microns.")] = None,
     skip_glass: Annotated[bool, typer.Option(help="Whole slides: run only the tiles a thumbnail shows cells in.")] = \
         DEFAULTS.skip_glass,
+    focus: Annotated[str, typer.Option(
+        help="Focal stacks (OME-TIFF, ImageJ): the middle plane, or edf to fuse every plane into one "
+             "extended-depth-of-field image.")] = DEFAULTS.focus,
+    channel: Annotated[Optional[int], typer.Option(
+        help="The channel to segment (from 0); default: RGB where the file has it, else the first.")] = None,
 ) -> None:
     """Segment images; overlapping cells stay separate objects in every export.
 
@@ -370,7 +375,8 @@ def predict_command(
     settings = InferenceSettings.of(score_threshold=score_threshold, mask_threshold=mask_threshold,
                                     nucleus_mask_threshold=nucleus_mask_threshold, tile=tile, overlap=overlap,
                                     diameter=diameter, mpp=mpp, skip_glass=skip_glass, device=device,
-                                    batch_size=batch_size, precision=precision, workers=workers)
+                                    batch_size=batch_size, precision=precision, workers=workers, focus=focus,
+                                    channel=channel)
     from .distributed import Processes
     from .inference import Exports, InputReport, Segmenter, expand_inputs, segment_files
     from .modeling.weights import load_model
@@ -410,6 +416,8 @@ def predict_command(
                 console.print(f"{item.name}: level {slide['level']} ({slide['scale_from']}){tiles}, "
                               f"{slide['cells']} cells, {slide['nuclei']} nuclei, {slide['seconds']} s",
                               highlight=False)
+                if slide["warning"]:
+                    console.print(f"warning: {item.name}: {slide['warning']}", highlight=False)
     if failures:
         raise typer.Exit(1)
 

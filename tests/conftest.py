@@ -25,3 +25,12 @@ def isbi() -> Path:
     if not ISBI.is_dir():
         pytest.skip(f"ISBI2014 data not found at {ISBI} (set DONET_DATA)")
     return ISBI
+
+
+@pytest.fixture(scope="session")
+def real_slides() -> Path:
+    """Small real whole-slide files from scanners and other libraries, read in place."""
+    folder = DATA / "slides"
+    if not folder.is_dir():
+        pytest.skip(f"real slides not found at {folder} (set DONET_DATA)")
+    return folder

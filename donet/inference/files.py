@@ -40,6 +40,7 @@ from ..io.imagej import write_roi_zip
 from ..io.images import IMAGE_SUFFIXES, read_image
 from ..io.label_stack import write_label_stack
 from ..io.names import unique_names
+from ..io.planes import Planes
 from ..io.parquet import open_table, table_row
 from ..io.polygons import geojson_geometry
 from ..io.slides import OPENSLIDE_SUFFIXES, is_slide
@@ -111,9 +112,10 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return found
 
 
-def open_image(path: Path) -> np.ndarray:
-    """Pixels; a large uncompressed TIFF is memory-mapped so tiles are read as needed."""
-    if path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+def open_image(path: Path, planes: Planes = Planes()) -> np.ndarray:
+    """Pixels; a large uncompressed TIFF is memory-mapped so tiles are read as needed.
+    `planes`: which focal plane, time and channel of a stack."""
+    if path.suffix.lower() in (".tif", ".tiff") and path.is_file() and planes.channel is None:
         try:
             pixels = tifffile.memmap(path, mode="r")
             # Only what the model reads as stored: native 8- or 16-bit, gray or colour.
@@ -122,7 +124,7 @@ def open_image(path: Path) -> np.ndarray:
                 return pixels
         except (ValueError, tifffile.TiffFileError, OSError):
             pass  # compressed or unusual layout: read it whole
-    pixels = read_image(path)
+    pixels = read_image(path, planes)
     if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
         raise DonetError(path, f"image of {pixels.shape[1]}x{pixels.shape[0]} pixels is too large")
     return pixels

@@ -26,6 +26,7 @@ from ..distributed import Processes
 from ..errors import DonetError, ProcessLost
 from ..evaluation import evaluate
 from ..io.names import output_name
+from ..io.planes import Planes
 from ..modeling import DoNet, ModelConfig
 from .paste import CHUNK
 from .settings import InferenceSettings
@@ -273,14 +274,14 @@ class Segmenter:
         else:
             items = (lambda item=item: item for item in inputs)
         if self.settings.workers == 0:
-            yield from (_read(item) for item in items)
+            yield from (_read(item, self.settings.planes) for item in items)
             return
         ahead = 2 * max(self.settings.batch_size, self.settings.workers)
         pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="donet-read")
         try:
             queue = []
             for item in items:
-                queue.append(pool.submit(_read, item))
+                queue.append(pool.submit(_read, item, self.settings.planes))
                 if len(queue) > ahead:
                     yield queue.pop(0).result()
             for future in queue:
@@ -314,7 +315,7 @@ def _for_inference(model: DoNet) -> DoNet:
     return network.to(memory_format=torch.channels_last)
 
 
-def _read(item: Callable[[], Input]) -> tuple[str, Path | None, np.ndarray | None, str | None, float]:
+def _read(item: Callable[[], Input], planes: Planes) -> tuple[str, Path | None, np.ndarray | None, str | None, float]:
     from .files import open_image
 
     started, value = time.perf_counter(), None
@@ -324,7 +325,7 @@ def _read(item: Callable[[], Input]) -> tuple[str, Path | None, np.ndarray | Non
             return value.name, None, np.asarray(value.image), None, time.perf_counter() - started
         if isinstance(value, (str, Path)):
             path = Path(value)
-            return output_name(path), path, open_image(path), None, time.perf_counter() - started
+            return output_name(path), path, open_image(path, planes), None, time.perf_counter() - started
         return "image", None, np.asarray(value), None, time.perf_counter() - started
     except ProcessLost:
         raise  # torchrun is stopping this process: not a problem of this image

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..data.instances import CellClass
 from ..errors import DonetError
+from ..io.planes import Focus, Planes
 
 
 class InferenceSettings(BaseModel):
@@ -36,6 +37,10 @@ class InferenceSettings(BaseModel):
     # Arithmetic of the forward pass on CUDA (autocast); the CPU always runs float32.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     workers: int = Field(1, ge=0)  # threads reading the next images while the model runs (0: none)
+    # Files with focal planes, time points or channels (OME-TIFF, ImageJ stacks): the middle
+    # plane or an extended-depth-of-field fusion of all; RGB where present, else this channel.
+    focus: Focus = "middle"
+    channel: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> InferenceSettings:
@@ -46,6 +51,10 @@ class InferenceSettings(BaseModel):
     @property
     def mask_thresholds(self) -> dict[CellClass, float]:
         return {CellClass.CYTOPLASM: self.mask_threshold, CellClass.NUCLEUS: self.nucleus_mask_threshold}
+
+    @property
+    def planes(self) -> Planes:
+        return Planes(self.focus, self.channel)
 
     @classmethod
     def of(cls, **options) -> InferenceSettings:

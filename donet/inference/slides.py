@@ -18,6 +18,10 @@ from ..io.slides import Slide, open_slide
 from .tiling import Found, Grid, segment_tiled
 
 
+# Skipping more of a slide than this as glass is more likely a misreading than an empty slide.
+GLASS_WARNING = 0.99
+
+
 class SlideRun:
     """`segmenter` on a whole slide (a path, or an open `Slide`), at the pyramid level that
     brings it to the model's pixel size (or the settings' cell diameter), skipping empty
@@ -40,13 +44,13 @@ class SlideRun:
         if self.slide is not None:
             yield from self._run(self.slide)
         else:
-            with open_slide(self.path, self.segmenter.settings.mpp) as slide:
+            with open_slide(self.path, self.segmenter.settings.mpp, planes=self.segmenter.settings.planes) as slide:
                 yield from self._run(slide)
         self.seconds = time.perf_counter() - started
 
     def _run(self, slide: Slide) -> Iterator[tuple[Found | None, list[Found]]]:
         settings, processes = self.segmenter.settings, self.segmenter.processes
-        self.mpp = slide.mpp
+        self.mpp, self.planes = slide.mpp, slide.planes
         self.wanted, self.reason = self._downsample(slide)
         self.level_index = slide.level_for(self.wanted)
         level = slide.levels[self.level_index]
@@ -87,15 +91,20 @@ class SlideRun:
         return 1.0, f"full resolution: {missing}"
 
     def report(self) -> dict:
-        """What was done: level, scale and why, tiles run and skipped, counts, seconds."""
+        """What was done: level, scale and why, tiles run and skipped, counts, seconds, and a
+        warning when glass detection left (almost) nothing to run."""
         tissue = self.tissue
+        warning = None
+        if tissue and tissue.asked and tissue.skipped_fraction > GLASS_WARNING:
+            warning = (f"glass detection skipped {tissue.asked - tissue.kept} of {tissue.asked} tiles (a dark-field "
+                       "or fluorescence slide looks like empty glass); run with --no-skip-glass to segment them")
         return {
             "slide": str(self.path), "level": self.level_index, "level_downsample": round(self.downsample, 4),
             "model_input_downsample": round(self.wanted, 4), "scale_from": self.reason,
-            "mpp": self.mpp, "tiles_run": tissue.kept if tissue else None, "tiles": tissue.asked if tissue else None,
+            "mpp": self.mpp, "planes": self.planes, "tiles_run": tissue.kept if tissue else None, "tiles": tissue.asked if tissue else None,
             "glass_skipped": round(tissue.skipped_fraction, 4) if tissue else 0.0,
             "cells": self.counts[CellClass.CYTOPLASM], "nuclei": self.counts[CellClass.NUCLEUS],
-            "seconds": round(self.seconds, 1),
+            "seconds": round(self.seconds, 1), "warning": warning,
         }
 
 

@@ -1,4 +1,5 @@
-"""Reading and writing microscopy images: PNG, JPEG, TIFF; gray or colour; 8- or 16-bit."""
+"""Reading and writing microscopy images: PNG, JPEG, TIFF (and OME-TIFF stacks, see `planes`);
+gray or colour; 8- or 16-bit."""
 
 from __future__ import annotations
 
@@ -10,19 +11,24 @@ from PIL import Image, UnidentifiedImageError
 
 from ..atomic import atomic_path
 from ..errors import DonetError
+from .planes import Planes, select
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Pixels as (H, W) or (H, W, C) uint8/uint16, raising DonetError on anything unreadable."""
+def read_image(path: str | Path, planes: Planes = Planes()) -> np.ndarray:
+    """Pixels as (H, W) or (H, W, C) uint8/uint16, raising DonetError on anything unreadable.
+    A TIFF with focal planes, time points or channels gives the `planes` chosen."""
     path = Path(path)
     if not path.is_file():
         raise DonetError(path, "no such image file")
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            pixels = tifffile.imread(path)
-            if pixels.ndim == 3 and pixels.shape[0] in (1, 3, 4) and pixels.shape[-1] not in (1, 3, 4):
+            with tifffile.TiffFile(path) as tif:
+                axes, pixels = tif.series[0].axes, tif.series[0].asarray()
+            if set(axes) & set("ZTC") or planes.channel is not None:
+                pixels = select(pixels, axes, planes)
+            elif pixels.ndim == 3 and pixels.shape[0] in (1, 3, 4) and pixels.shape[-1] not in (1, 3, 4):
                 pixels = np.moveaxis(pixels, 0, -1)  # channel-first TIFF
         else:
             with Image.open(path) as im:
@@ -33,8 +39,12 @@ def read_image(path: str | Path) -> np.ndarray:
                     pixels = np.asarray(im)
                 else:
                     pixels = np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError, tifffile.TiffFileError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, IndexError, tifffile.TiffFileError) as exc:
         raise DonetError(path, f"not a readable image ({exc.__class__.__name__}: {exc})") from None
+    if planes.channel is not None and pixels.ndim == 3:  # a colour image's channel
+        if planes.channel >= pixels.shape[-1]:
+            raise DonetError(path, f"channel {planes.channel} does not exist (the image has {pixels.shape[-1]})")
+        pixels = pixels[..., planes.channel]
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
     if pixels.ndim == 3 and pixels.shape[-1] == 4:

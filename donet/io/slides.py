@@ -1,8 +1,9 @@
 """Whole-slide images read lazily, a region at a time, at any level of their pyramid.
 
 Tiled TIFF, OME-TIFF and SVS are read through tifffile's zarr store (JPEG and JPEG 2000
-tiles decoded by imagecodecs); NDPI, MRXS and the other vendor formats through OpenSlide.
-Only the regions asked for are decoded, whatever the slide's size or compression.
+tiles decoded by imagecodecs); NDPI, MRXS, DICOM WSI and the other vendor formats through
+OpenSlide. Only the regions asked for are decoded, whatever the slide's size or compression;
+a region that cannot be decoded is one error naming the slide, level and region.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 import tifffile
 
 from ..errors import DonetError
+from .planes import Planes, arrange
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".tf8")
-OPENSLIDE_SUFFIXES = (".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+OPENSLIDE_SUFFIXES = (".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm")
 SLIDE_PIXELS = 2 ** 28  # a flat TIFF larger than this (16384 x 16384) is read as a slide too
 _MICRONS = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
@@ -42,10 +44,13 @@ def is_slide(path: Path) -> bool:
 
 class Level:
     """One pyramid level as an (H, W, 3) or (H, W) uint8/uint16 array that decodes only the
-    regions sliced from it. `downsample`: level-0 pixels per pixel of this level."""
+    regions sliced from it. `downsample`: level-0 pixels per pixel of this level; `where`:
+    (slide path, level number), for errors."""
 
-    def __init__(self, shape: tuple[int, ...], downsample: float, read, dtype=np.uint8):
+    def __init__(self, shape: tuple[int, ...], downsample: float, read, dtype=np.uint8,
+                 where: tuple[Path, int] | None = None):
         self.shape, self.downsample, self._read, self.dtype = shape, downsample, read, np.dtype(dtype)
+        self.where = where
 
     @property
     def ndim(self) -> int:
@@ -66,7 +71,13 @@ class Level:
         x0, x1, step_x = cols.indices(self.shape[1])
         if y1 <= y0 or x1 <= x0:
             return np.zeros((0, 0, *self.shape[2:]), dtype=np.uint8)
-        return self._read(y0, x0, y1 - y0, x1 - x0)[::step_y, ::step_x]
+        try:
+            region = self._read(y0, x0, y1 - y0, x1 - x0)
+        except Exception as exc:  # decoders (imagecodecs, OpenSlide, zarr) raise their own kinds
+            path, number = self.where or (None, 0)
+            raise DonetError(path, f"cannot read level {number}, region x={x0} y={y0} {x1 - x0}x{y1 - y0} "
+                                   f"({exc.__class__.__name__}: {exc})") from None
+        return region[::step_y, ::step_x]
 
 
 class Slide:
@@ -75,6 +86,7 @@ class Slide:
 
     def __init__(self, path: Path, levels: list[Level], mpp: float | None, closer):
         self.path, self.levels, self.mpp, self._closer = path, levels, mpp, closer
+        self.planes: dict = {}  # which focal plane, time and channel were taken, where there was a choice
 
     def close(self) -> None:
         self._closer()
@@ -106,16 +118,17 @@ class Slide:
 
 
 def open_slide(path: str | Path, mpp: float | None = None,
-               reader: Literal["auto", "tifffile", "openslide"] = "auto") -> Slide:
+               reader: Literal["auto", "tifffile", "openslide"] = "auto", planes: Planes = Planes()) -> Slide:
     """Open a slide lazily; `mpp` overrides (or supplies) its microns per level-0 pixel.
-    `reader` "auto" reads TIFF-family files with tifffile, the rest with OpenSlide."""
+    `reader` "auto" reads TIFF-family files with tifffile, the rest with OpenSlide (whose
+    slides are RGB, one focal plane). `planes`: which focal plane, time and channel."""
     path = Path(path)
     if not path.is_file():
         raise DonetError(path, "no such slide file")
     if reader == "openslide" or (reader == "auto" and path.suffix.lower() in OPENSLIDE_SUFFIXES):
         slide = _open_openslide(path)
     else:
-        slide = _open_tiff(path)
+        slide = _open_tiff(path, planes)
     if mpp is not None:
         slide.mpp = mpp
     return slide
@@ -125,7 +138,7 @@ def _plane_shape(axes: str, shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[axes.index("Y")], shape[axes.index("X")]
 
 
-def _open_tiff(path: Path) -> Slide:
+def _open_tiff(path: Path, planes: Planes) -> Slide:
     import zarr
 
     try:
@@ -139,41 +152,30 @@ def _open_tiff(path: Path) -> Slide:
         for number, level in enumerate(series.levels):
             array = zarr.open(series.aszarr(level=number), mode="r")
             height, width = _plane_shape(level.axes, level.shape)
-            levels.append(Level(_layout(level.axes, level.shape), full_height / height,
-                                _tiff_reader(array, level.axes), array.dtype if array.dtype == np.uint8 else np.uint16))
-        return Slide(path, levels, _tiff_mpp(tif), tif.close)
+            levels.append(Level(_layout(level.axes, level.shape, array.dtype, planes), full_height / height,
+                                _tiff_reader(array, level.axes, planes),
+                                array.dtype if array.dtype == np.uint8 else np.uint16, (path, number)))
+        slide = Slide(path, levels, _tiff_mpp(tif), tif.close)
+        slide.planes = planes.describe(series.axes, series.shape, series.dtype)
+        return slide
     except (ValueError, KeyError, IndexError, NotImplementedError) as exc:
         tif.close()
         raise DonetError(path, f"unsupported TIFF slide layout ({exc})") from None
 
 
-def _layout(axes: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+def _layout(axes: str, shape: tuple[int, ...], dtype, planes: Planes) -> tuple[int, ...]:
     """The (H, W[, 3]) shape a level is read as."""
     height, width = _plane_shape(axes, shape)
-    channels = next((shape[axes.index(a)] for a in "SC" if a in axes and shape[axes.index(a)] in (3, 4)), 1)
-    return (height, width, 3) if channels in (3, 4) else (height, width)
+    return (height, width, 3) if planes.colour_axis(axes, shape, dtype) else (height, width)
 
 
-def _tiff_reader(array, axes: str):
-    """Region reader for a zarr array with tifffile's axes: other planes (focus, time) at
-    their middle; colour samples last, alpha dropped."""
+def _tiff_reader(array, axes: str, planes: Planes):
+    """Region reader for a zarr array with tifffile's axes, taking the `planes` chosen."""
+    index, kept = planes.index(axes, array.shape, array.dtype)
 
     def read(y: int, x: int, h: int, w: int) -> np.ndarray:
-        index, kept = [], []
-        for axis, size in zip(axes, array.shape):
-            if axis == "Y":
-                index.append(slice(y, y + h))
-            elif axis == "X":
-                index.append(slice(x, x + w))
-            elif axis in "SC" and size in (3, 4):
-                index.append(slice(0, 3))
-            else:
-                index.append(size // 2)  # the middle focal plane
-                continue
-            kept.append(axis)
-        pixels = np.asarray(array[tuple(index)])
-        order = [kept.index(a) for a in "YX"] + [i for i, a in enumerate(kept) if a not in "YX"]
-        return _as_pixels(np.transpose(pixels, order))
+        region = [slice(y, y + h) if a == "Y" else slice(x, x + w) if a == "X" else i for a, i in zip(axes, index)]
+        return _as_pixels(arrange(np.asarray(array[tuple(region)]), kept))
 
     return read
 
@@ -200,8 +202,17 @@ def _tiff_mpp(tif: tifffile.TiffFile) -> float | None:
     numerator, denominator = resolution.value
     if numerator == 0:
         return None
-    mpp = (25400.0 if unit.value == 2 else 10000.0) * denominator / numerator
-    return mpp if 0.01 <= mpp <= 100 else None  # 72 dpi and the like are not a microscope's
+    return plausible_mpp((25400.0 if unit.value == 2 else 10000.0) * denominator / numerator)
+
+
+def plausible_mpp(mpp: float) -> float | None:
+    """`mpp`, or None where it is no microscope's: a screen or print default (72, 96, 150,
+    300 dpi... as written by generic TIFF tools, which OpenSlide passes on as ~352.8 um/px)
+    or anything outside 0.01-50 um per pixel."""
+    dpi = 25400.0 / mpp if mpp > 0 else 0.0
+    if not 0.01 <= mpp <= 50 or any(abs(dpi - default) < 0.01 * default for default in (72, 96, 150, 300, 600)):
+        return None
+    return mpp
 
 
 def _open_openslide(path: Path) -> Slide:
@@ -215,9 +226,9 @@ def _open_openslide(path: Path) -> Slide:
     except (openslide.OpenSlideError, OSError) as exc:
         raise DonetError(path, f"OpenSlide cannot read it ({exc})") from None
     mpp = handle.properties.get(openslide.PROPERTY_NAME_MPP_X)
-    levels = [Level((height, width, 3), handle.level_downsamples[i], _openslide_reader(handle, i))
+    levels = [Level((height, width, 3), handle.level_downsamples[i], _openslide_reader(handle, i), np.uint8, (path, i))
               for i, (width, height) in enumerate(handle.level_dimensions)]
-    return Slide(path, levels, float(mpp) if mpp else None, handle.close)
+    return Slide(path, levels, plausible_mpp(float(mpp)) if mpp else None, handle.close)
 
 
 def _openslide_reader(handle, index: int):
