@@ -7,6 +7,11 @@ pixels under two or more cells, from the annotations alone), ground truth beside
 model (and the --compare checkpoint). `default_model_failures.jpg`: the three test90 images
 where the shipped model matches the fewest annotated cells (one-to-one, IoU > 0.5), for the model card's
 failure cases. Detections scoring at least --score are drawn, each cell in its own colour.
+
+--compare is any checkpoint; the figures in docs/images use runs/gpu/maskrcnn_fp16.safetensors,
+the float16 copy of the Mask R-CNN run that `benchmarks/gpu_runs.sh runs/gpu` writes (its
+float32 weights: runs/gpu/maskrcnn/model.safetensors, from `python benchmarks/default_model.py
+--out runs/gpu/maskrcnn --preset maskrcnn`).
 """
 
 from __future__ import annotations
@@ -16,19 +21,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from default_model import (
+    DATA,  # sibling scripts: the recipe's data, the labelled panels
+)
+from ladder_overlays import labelled
 from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
 from donet.data import CellClass
-from donet.io import open_dataset
 from donet.data.decomposition import coverage
 from donet.figures import overlay
 from donet.inference import segment
+from donet.io import open_dataset
 from donet.modeling.weights import load_model
-
-from default_model import DATA  # sibling scripts: the recipe's data, the labelled panels
-from ladder_overlays import labelled
 
 
 def overlap_share(sample) -> float:
@@ -61,7 +67,8 @@ def panel(samples, models: dict, score: float, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compare", type=Path, help="another checkpoint to show beside the shipped model")
+    parser.add_argument("--compare", type=Path,
+                        help="another checkpoint to show beside the shipped model (runs/gpu/maskrcnn_fp16.safetensors)")
     parser.add_argument("--score", type=float, default=0.5)
     parser.add_argument("--out", type=Path, required=True, help="folder for the two pictures")
     args = parser.parse_args()

@@ -16,9 +16,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from provenance import provenance  # benchmarks/ is on the path when run as a script
-
 from ablation_ladder import run_folder  # sibling script: its run layout
+from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 
 def windowed(metrics: Path, windows: list[tuple[int, int]]) -> dict[str, list[float]]:

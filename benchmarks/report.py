@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE / "README.md"
-BLOCK = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
+BLOCK = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.DOTALL)
 
 
 @cache
@@ -46,7 +46,7 @@ def machine(data: dict) -> str:
         return described
     text = f"{described.get('cpus')}-core {described.get('processor')}, Python {described.get('python')}"
     if "threads" in described:
-        text += f", {described['threads']} torch threads"
+        text += f", torch threads: {described['threads']}"
     if "gpu" in described:
         text += f", {described['gpu']}"
     return text
@@ -128,8 +128,8 @@ def throughput() -> str:
     rows.append(["bare forward pass on 1024 px tiles, batch 16",
                  f"{slides['bare 1024 tiles per second, batch 16']:.2f} tiles/s"])
     rows += [[f"8192 x 8192 mosaic of test90 images, {name} (`--no-skip-glass`)",
-              f"{v['tiles']} tiles in {v['seconds']:.0f} s: {v['tiles_per_second']:.2f} tiles/s, "
-              f"{v['ratio_to_bare']:.2f}x the bare pass"]
+              (f"{v['tiles']} tiles in {v['seconds']:.0f} s: {v['tiles_per_second']:.2f} tiles/s, "
+               f"{v['ratio_to_bare']:.2f}x the bare pass")]
              for name, v in slides.items() if isinstance(v, dict)]
     rows += [[f"DoNet over Mask R-CNN, untrained, 100 detections, {size} preset",
               f"{v['donet']:.3f} / {v['maskrcnn']:.3f} s: {v['donet_over_maskrcnn']:.2f}x"] for size, v in ratios.items()]
@@ -173,6 +173,14 @@ def diameter_auto() -> str:
                 + [f"{row['auto']['estimate_over_truth_median']:.2f}"])
     return table(["set, scale", "no diameter", "`auto`", "true diameter", "auto's estimate / truth"], rows,
                  "diameter_auto")
+
+
+def focus_stacks() -> str:
+    data = load("focus_stacks")
+    rows = [[name, "-" if v["mean_abs_error_vs_sharp"] is None else f"{v['mean_abs_error_vs_sharp']:.2f}",
+             f"{v['cyto_map']:.2f}", f"{v['nuc_map']:.2f}"] for name, v in data["inputs"].items()]
+    return table([f"input ({data['stack']})", "mean absolute error vs sharp (gray levels)", "mAP cyto", "mAP nuc"],
+                 rows, "focus_stacks")
 
 
 def model_speed() -> str:
@@ -325,8 +333,8 @@ def cluster_aug() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "index": index, "synth_throughput": synth_throughput, "evaluation_speed": evaluation_speed, "demo": demo,
     "throughput": throughput, "onnx_backbone": onnx_backbone, "measurements": measurements,
-    "diameter_auto": diameter_auto, "model_speed": model_speed, "tiling": tiling, "slides": slides,
-    "default_recipe_test90": default_recipe_test90, "shipped_test90": shipped_test90,
+    "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "model_speed": model_speed, "tiling": tiling,
+    "slides": slides, "default_recipe_test90": default_recipe_test90, "shipped_test90": shipped_test90,
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,

@@ -12,8 +12,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_readme_tables_are_those_results_give():
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "report.py"), "--check"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "report.py"), "--check"], check=False,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
 
