@@ -27,10 +27,10 @@ from default_model import holdout_split  # noqa: E402
 from provenance import provenance  # noqa: E402
 
 from donet.data import AnnotatedImage, Instance  # noqa: E402
-from donet.io import open_dataset  # noqa: E402
 from donet.data.stats import median_diameter  # noqa: E402
 from donet.evaluation import evaluate  # noqa: E402
 from donet.inference import Segmenter  # noqa: E402
+from donet.io import open_dataset  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ablation_ladder import DATA, run_folder  # sibling script: same data and run layout
 from PIL import Image, ImageDraw
 
 from donet.data import CellClass
-from donet.io import open_dataset
 from donet.figures import overlay
 from donet.inference import segment
+from donet.io import open_dataset
 from donet.modeling.weights import load_model
-
-from ablation_ladder import DATA, run_folder  # sibling script: same data and run layout
 
 
 def labelled(picture: np.ndarray, text: str) -> np.ndarray:

@@ -27,9 +27,9 @@ from default_model import holdout_split  # noqa: E402
 from provenance import provenance  # noqa: E402
 
 from donet.data import AnnotatedImage  # noqa: E402
-from donet.io import open_dataset  # noqa: E402
 from donet.evaluation.measurement_accuracy import flatten, measurement_accuracy  # noqa: E402
 from donet.inference import Segmenter  # noqa: E402
+from donet.io import open_dataset  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

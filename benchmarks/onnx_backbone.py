@@ -27,8 +27,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance  # noqa: E402
 
-from donet.io.images import read_image  # noqa: E402
 from donet.inference import Segmenter  # noqa: E402
+from donet.io.images import read_image  # noqa: E402
 from donet.modeling import image_tensor  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 

@@ -38,10 +38,10 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance  # noqa: E402
 
-from donet.io.images import read_image  # noqa: E402
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid  # noqa: E402
 from donet.inference import Exports, InferenceSettings, Segmenter, segment_files  # noqa: E402
 from donet.inference.tiling import Grid  # noqa: E402
+from donet.io.images import read_image  # noqa: E402
 from donet.modeling import build_model, image_tensor  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 

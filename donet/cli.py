@@ -167,9 +167,16 @@ def train_command(
     out: Annotated[Path, typer.Option(help="Run folder (must not exist, unless --resume).")],
     train: Annotated[Optional[Path], typer.Option(help="Training dataset (any supported layout).")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Validation dataset: periodic segm AP, best checkpoint.")] = None,
-    preset: PresetOption = "donet",
-    size: SizeOption = "light",
-    iterations: Annotated[Optional[int], typer.Option(help="Training iterations (light: 2000; paper: 60000).")] = None,
+    init: Annotated[Optional[str], typer.Option(
+        help="Fine-tune: start from 'default' (the model that ships with donet) or a donet model file. Its "
+             "architecture and pixel scale are kept; unset options follow the fine-tune schedule (300 iterations, "
+             "AdamW 1e-4, crops at the model's scale).")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help="maskrcnn, drm, drm_crm or donet (the paper's ablation ladder; default donet).")] = None,
+    size: Annotated[Optional[str], typer.Option(
+        help="light (CPU: ResNet-18, 64-channel FPN, 512 px; the default) or paper (R50-FPN, GPU).")] = None,
+    iterations: Annotated[Optional[int], typer.Option(
+        help="Training iterations (light: 2000; paper: 60000; fine-tuning: 300).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, data order and augmentation.")] = 0,
     lr: Annotated[Optional[float], typer.Option(help="Base learning rate (light: 0.001 with AdamW; paper: 0.001 with SGD).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step and process.")] = None,
@@ -199,7 +206,7 @@ def train_command(
         raise DonetError(None, "give --train DATASET (or --config FILE)")
     else:
         run_config = TrainConfig.of(
-            preset=preset, size=size, seed=seed, iterations=iterations, base_lr=lr, batch_size=batch_size,
+            init=init, preset=preset, size=size, seed=seed, iterations=iterations, base_lr=lr, batch_size=batch_size,
             brightness=brightness, contrast=contrast, eval_period=eval_period, checkpoint_period=checkpoint_period,
             train=_data(train, train_format, train_images), val=_data(val, val_format, val_images),
             cluster_augmentation={"probability": cluster_aug} if cluster_aug else None)

@@ -54,6 +54,7 @@ def test_a_corrupt_tile_is_one_error_naming_slide_level_and_region(real_slides):
 def test_every_real_file_is_segmented_or_refused_in_one_line(real_slides, tmp_path):
     """One run over the small files: the good ones are segmented, each bad one is one
     `error:` line, the exit status is 1, and nothing is written for the bad ones."""
+    pytest.importorskip("torch")
     good = ["small.svs", "boxes.tiff", "boxes_0.dcm", "rand_uint16.ome.tiff", "test3-DAPI-2-(387).ndpi"]
     bad = ["broken.svs", "unopenable.tiff", "unreadable.svs"]
     out = tmp_path / "out"

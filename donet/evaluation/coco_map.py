@@ -8,7 +8,8 @@ import io
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..io.coco import INFO, categories, rle_to_json
+from ..data.instances import AnnotatedImage
+from ..io.coco import categories, rle_to_json, to_coco
 
 
 def segm_ap(truth: list[tuple[tuple[int, int], list]], predicted: list[list], max_dets: int) -> dict[int, dict]:
@@ -18,13 +19,9 @@ def segm_ap(truth: list[tuple[tuple[int, int], list]], predicted: list[list], ma
     `max_dets` replaces COCO's 100 detections per image. AP is read from the accumulated
     precision at area 'all' and the last maxDets: COCOeval.summarize() would assume 100.
     """
-    images, annotations, results = [], [], []
-    for image_id, ((height, width), instances) in enumerate(truth, start=1):
-        images.append({"id": image_id, "height": height, "width": width})
-        for inst in instances:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(inst.category),
-                                "segmentation": rle_to_json(inst.rle), "area": float(inst.area),
-                                "bbox": list(inst.bbox), "iscrowd": 0})
+    # The ground truth as a COCO dataset, written as donet writes COCO (image ids from 1).
+    dataset = to_coco(AnnotatedImage.without_pixels(str(k), size, instances) for k, (size, instances) in enumerate(truth))
+    results = []
     for image_id, instances in enumerate(predicted, start=1):
         for inst in instances:
             results.append({"image_id": image_id, "category_id": int(inst.category),
@@ -34,8 +31,7 @@ def segm_ap(truth: list[tuple[tuple[int, int], list]], predicted: list[list], ma
         return {c: {"ap": 0.0, "ap50": 0.0, "ap75": 0.0} for c in ids}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         ground_truth = COCO()
-        ground_truth.dataset = {"info": INFO, "images": images, "annotations": annotations,
-                                "categories": categories()}
+        ground_truth.dataset = dataset
         ground_truth.createIndex()
         evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="segm")
         evaluation.params.maxDets = [1, 10, max_dets]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchvision.ops import masks_to_boxes
 
 
 def flip(image: torch.Tensor, target: dict[str, torch.Tensor], horizontal: bool) -> tuple[torch.Tensor, dict]:
@@ -32,3 +33,17 @@ def photometric_jitter(image: torch.Tensor, rng: np.random.Generator, brightness
     shift = rng.uniform(-brightness, brightness)
     mean = image.mean()
     return ((image - mean) * factor + mean + shift).clamp(0, 1)
+
+
+def random_crop(image: torch.Tensor, target: dict[str, torch.Tensor], side: int, rng: np.random.Generator,
+                min_pixels: int = 16) -> tuple[torch.Tensor, dict]:
+    """A side x side window at a random place; an instance keeps what of it lies inside (if
+    at least `min_pixels`), its box shrunk to that part."""
+    height, width = image.shape[-2:]
+    y, x = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    masks = target["masks"][:, y:y + side, x:x + side]
+    keep = (masks > 0).flatten(1).sum(dim=1) >= min_pixels
+    masks = masks[keep]
+    boxes = masks_to_boxes(masks > 0) + torch.tensor([0, 0, 1, 1])  # boxes end after their last pixel
+    return image[:, y:y + side, x:x + side], {**target, "boxes": boxes, "labels": target["labels"][keep],
+                                              "masks": masks}

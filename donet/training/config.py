@@ -37,8 +37,12 @@ class ClusterAugmentation(BaseModel):
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    preset: str = "donet"
-    size: str = "light"  # light (CPU) or paper (GPU): the model's size and the schedule's
+    # Fine-tuning: start from a donet model file ("default": the one that ships with donet).
+    # Its architecture, size and pixel scale are the run's; unset schedule fields come from
+    # the "finetune" schedule. None: train `preset` at `size` from scratch.
+    init: str | None = None
+    preset: str | None = None  # maskrcnn, drm, drm_crm, donet (default donet; with init, the model's)
+    size: str | None = None  # light (CPU) or paper (GPU): model and schedule (default light; with init, the model's)
     model: dict = Field(default_factory=dict)  # ModelConfig fields overriding the preset's
     train: DataSpec
     val: DataSpec | None = None
@@ -70,6 +74,7 @@ class TrainConfig(BaseModel):
     contrast: float = Field(0.2, ge=0, lt=1)
     cluster_augmentation: ClusterAugmentation | None = None
 
+    freeze_batchnorm: bool  # (schedule) BatchNorm layers keep their running statistics
     log_period: int = Field(ge=1)  # (schedule)
     checkpoint_period: int = Field(ge=1)  # (schedule)
     eval_period: int = Field(ge=1)  # (schedule)
@@ -82,14 +87,15 @@ class TrainConfig(BaseModel):
         """Unset schedule fields from the size's `SCHEDULES` entry."""
         if not isinstance(data, dict):
             return data
-        size = data.get("size", cls.model_fields["size"].default)
-        if size not in SCHEDULES:
-            raise ValueError(f"unknown size '{size}' (choose from {', '.join(SCHEDULES)})")
-        schedule = SCHEDULES[size]
-        defaults = {"size": size, "optimizer": schedule["optimizer"], "iterations": schedule["iterations"],
+        if data.get("init") is None:
+            data = {**data, "preset": data.get("preset") or "donet", "size": data.get("size") or "light"}
+            if data["size"] not in SIZES:
+                raise ValueError(f"unknown size '{data['size']}' (choose from {', '.join(SIZES)})")
+        schedule = SCHEDULES["finetune" if data.get("init") is not None else data["size"]]
+        defaults = {"optimizer": schedule["optimizer"], "iterations": schedule["iterations"],
                     "base_lr": schedule["base_lr"], "train_scales": schedule["scales"],
                     "clip_grad_norm": schedule["clip_grad_norm"], "checkpoint_period": schedule["checkpoint_period"],
-                    "log_period": schedule["log_period"]}
+                    "log_period": schedule["log_period"], "freeze_batchnorm": schedule["freeze_batchnorm"]}
         iterations = data.get("iterations", schedule["iterations"])
         if isinstance(iterations, int) and iterations > 0:  # else the field's own check reports it
             defaults |= {"warmup_iterations": int(iterations * schedule["warmup"]),
@@ -99,9 +105,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.preset not in LADDER:
+        if self.preset is not None and self.preset not in LADDER:
             raise ValueError(f"unknown preset '{self.preset}' (choose from {', '.join(LADDER)})")
-        if self.size not in SIZES:
+        if self.size is not None and self.size not in SIZES:
             raise ValueError(f"unknown size '{self.size}' (choose from {', '.join(SIZES)})")
         if list(self.lr_steps) != sorted(self.lr_steps):
             raise ValueError("lr_steps must increase")

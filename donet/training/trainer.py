@@ -42,9 +42,10 @@ from ..errors import DonetError
 from ..evaluation import json_safe
 from ..inference import evaluate_model
 from ..io import open_dataset
-from ..modeling import DoNet, build_model, image_tensor, training_target
-from ..modeling.weights import load_weights, save_weights
-from .augment import photometric_jitter, random_flips
+from ..modeling import DoNet, build_model, image_tensor, preset_config, training_target
+from ..modeling.presets import LADDER
+from ..modeling.weights import DEFAULT_MODEL, SCALE, load_model, load_weights, save_weights
+from .augment import photometric_jitter, random_crop, random_flips
 from .config import ClusterAugmentation, DataSpec, TrainConfig
 from .schedule import warmup_multistep
 
@@ -135,6 +136,7 @@ class Run:
     iteration: int = 0  # steps taken
     best: dict = field(default_factory=lambda: {"segm_ap": -1.0, "iteration": None})
     checkpointed: int = 0  # the iteration of the last checkpoint: what a diverged run keeps
+    crop: int | None = None  # fine-tuning's square crops (see `crop_side`)
 
     @property
     def device(self) -> torch.device:
@@ -150,17 +152,26 @@ class Run:
 
 
 def build_run(config: TrainConfig, paths: RunPaths, processes: Processes, train_set: Sequence[AnnotatedImage],
-              resume: bool = False) -> Run:
+              resume: bool = False, initial: DoNet | None = None) -> Run:
     """Model, optimiser and schedule as `config` says, on this process' device; with `resume`,
-    at the state of the run folder's last checkpoint, if it has one."""
+    at the state of the run folder's last checkpoint, if it has one. `initial`: a fine-tuning
+    run's starting model, where already loaded (see `initial_model`)."""
     torch.manual_seed(config.seed)
     device = torch.device(f"cuda:{processes.local_rank}" if torch.cuda.is_available() else "cpu")
-    # Inference rescales images relative to the training images' size (see ModelConfig).
-    # --diameter rescales other images to the cells' size here.
-    model_options = {"train_image_size": min(train_set[0].size),
-                     "cell_diameter": median_diameter(train_set[i] for i in range(len(train_set))), **config.model}
-    model = build_model(config.preset, config.size, **model_options).to(device)
-    if config.train_scales:
+    if config.init is not None:
+        model = (initial or initial_model(config)).to(device)
+    else:
+        # Inference rescales images relative to the training images' size (see ModelConfig).
+        # --diameter rescales other images to the cells' size here.
+        model_options = {"train_image_size": min(train_set[0].size),
+                         "cell_diameter": median_diameter(train_set[i] for i in range(len(train_set))), **config.model}
+        model = build_model(config.preset, config.size, **model_options).to(device)
+    crop = crop_side(model, train_set) if config.init is not None else None
+    if crop is not None:  # crops resized by the model's scale, as inference will resize images
+        ratio = model.config.min_size / model.config.train_image_size
+        model.transform.min_size = tuple(round(scale * crop * ratio) for scale in config.train_scales)
+        model.transform.max_size = round(max(config.train_scales) * crop * ratio) + 1
+    elif config.train_scales:
         model.transform.min_size = tuple(round(scale * model.config.min_size) for scale in config.train_scales)
     parameters = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
@@ -171,15 +182,64 @@ def build_run(config: TrainConfig, paths: RunPaths, processes: Processes, train_
     scheduler = warmup_multistep(optimizer, config.warmup_iterations, config.warmup_factor, config.lr_steps,
                                  config.lr_gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
-    run = Run(config, paths, processes, model, model, optimizer, scheduler, scaler)
+    run = Run(config, paths, processes, model, model, optimizer, scheduler, scaler, crop=crop)
     checkpoint = paths.last_checkpoint() if resume else None
     if checkpoint is not None:
         load_checkpoint(checkpoint, run)
     if processes.world > 1:
         run.network = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    model.train()
+    train_mode(run)
     return run
+
+
+# The parts of a model a fine-tuning run takes from its file and cannot change.
+SIZE_FIELDS = ("backbone", "fpn_channels", "mask_head_channels", "box_head_dim", "anchor_sizes")
+
+
+def initial_model(config: TrainConfig) -> DoNet:
+    """The model a fine-tuning run starts from, with its architecture and pixel scale; a
+    `preset`, `size` or model field that contradicts them is an error."""
+    fixed = sorted(set(config.model) & {*LADDER["donet"], *SIZE_FIELDS, *SCALE})
+    if fixed:
+        raise DonetError(None, f"a fine-tuned model keeps its {', '.join(fixed)}: leave them out")
+    path = None if config.init == "default" else config.init
+    model = load_model(path, **config.model)
+    wanted = {**(LADDER[config.preset] if config.preset else {}),
+              **({f: preset_config(size=config.size).model_dump()[f] for f in SIZE_FIELDS} if config.size else {})}
+    differ = sorted(f for f, value in wanted.items() if value != model.config.model_dump()[f])
+    if differ:
+        named = " ".join(x for x in (config.preset, config.size) if x)
+        raise DonetError(path or DEFAULT_MODEL, f"the model to fine-tune is not {named} ({', '.join(differ)} "
+                                                "differ); leave out --preset and --size to keep its own")
+    return model
+
+
+def crop_side(model: DoNet, train_set: Sequence[AnnotatedImage]) -> int:
+    """Fine-tuning trains on square crops of the model's training image size (or of the
+    smallest image, if smaller), at the model's own pixel scale: each step costs what a
+    training step did, and cells keep the size inference will give them, whatever the size
+    of the new images."""
+    smallest = min(min(train_set[i].size) for i in range(len(train_set)))
+    return min(model.config.train_image_size, smallest)
+
+
+def model_card(run: Run, train_set: Sequence[AnnotatedImage], seconds: float) -> dict:
+    """What a fine-tuned model was made from. The model keeps its own cell diameter (its
+    scale); the new images' is recorded beside it."""
+    samples = [train_set[i] for i in range(len(train_set))]
+    return {"init": run.config.init, "tuned_on": [s.name for s in samples], "iterations": run.iteration,
+            "seconds": round(seconds, 1), "model_cell_diameter_px": run.model.config.cell_diameter,
+            "tuned_on_cell_diameter_px": median_diameter(samples)}
+
+
+def train_mode(run: Run) -> None:
+    """Training mode, BatchNorm layers excepted where the config freezes their statistics."""
+    run.model.train()
+    if run.config.freeze_batchnorm:
+        for module in run.model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def cluster_augmentor(options: ClusterAugmentation | None,
@@ -191,9 +251,11 @@ def cluster_augmentor(options: ClusterAugmentation | None,
 
 
 def training_batch(config: TrainConfig, train_set: Sequence[AnnotatedImage], augmentor: ClusterAugmentor | None,
-                   iteration: int, processes: Processes) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """This process' images and targets for step `iteration`, augmented. Their randomness is
-    seeded by their place in the run, so a resumed run draws the same batches."""
+                   iteration: int, processes: Processes,
+                   crop: int | None = None) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """This process' images and targets for step `iteration`, augmented (and, with `crop`,
+    cut to random crop x crop windows). Their randomness is seeded by their place in the
+    run, so a resumed run draws the same batches."""
     images, targets = [], []
     indices = sample_indices(config.seed, iteration, config.batch_size, processes.rank, processes.world,
                              len(train_set))
@@ -204,6 +266,8 @@ def training_batch(config: TrainConfig, train_set: Sequence[AnnotatedImage], aug
             sample = augmentor.maybe_replace(sample, rng, config.cluster_augmentation.probability)
         image, target = random_flips(image_tensor(sample.image), training_target(sample), rng,
                                      config.horizontal_flip, config.vertical_flip)
+        if crop is not None:
+            image, target = random_crop(image, target, crop, rng)
         if config.brightness or config.contrast:
             image = photometric_jitter(image, rng, config.brightness, config.contrast)
         images.append(image)
@@ -317,7 +381,7 @@ def validate(run: Run, dataset: Sequence[AnnotatedImage], log: MetricsLog, conso
     try:
         results = evaluate_model(run.model, dataset, device=run.device.type)
     finally:
-        run.model.train()
+        train_mode(run)
     score = segm_ap(results)
     classes = results["classes"]
     log.write({"kind": "validation", "iteration": run.iteration, "segm_ap": score, "results": classes})
@@ -373,9 +437,11 @@ def train(config: TrainConfig | None, out: str | Path, resume: bool = False,
     """
     console = console or Console(stderr=True)
     paths, processes = RunPaths(Path(out)), Processes.from_environment()
+    # A model to fine-tune that contradicts the config is found before the run folder is made.
+    initial = initial_model(config) if config is not None and config.init is not None else None
     config, train_set, val_set = open_run(paths, processes, config, resume, train_data, val_data)
     augmentor = cluster_augmentor(config.cluster_augmentation, train_set)
-    run = build_run(config, paths, processes, train_set, resume)
+    run = build_run(config, paths, processes, train_set, resume, initial)
     log, start, started = MetricsLog(paths.metrics, processes.main), run.iteration, time.perf_counter()
     progress = Progress(TextColumn("[bold]train[/bold] {task.completed}/{task.total}"), BarColumn(),
                         TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}"),
@@ -383,7 +449,7 @@ def train(config: TrainConfig | None, out: str | Path, resume: bool = False,
     with progress:
         task = progress.add_task("train", total=config.iterations, completed=start, loss=float("nan"), lr=run.lr)
         while run.iteration < config.iterations:
-            terms = train_step(run, *training_batch(config, train_set, augmentor, run.iteration, processes))
+            terms = train_step(run, *training_batch(config, train_set, augmentor, run.iteration, processes, run.crop))
             progress.update(task, completed=run.iteration, loss=terms["loss"], lr=run.lr)
             if run.due(config.log_period):
                 record = log_step(run, log, console, terms, started)
@@ -397,6 +463,9 @@ def train(config: TrainConfig | None, out: str | Path, resume: bool = False,
                 checkpoint(run)
     if processes.main:
         save_weights(run.model, paths.final)
+        if config.init is not None:
+            write_text_atomic(paths.root / "model_card.json",
+                              json.dumps(model_card(run, train_set, time.perf_counter() - started), indent=2))
         if val_set is None:
             # Without validation the final weights are the best we know of.
             with atomic_path(paths.best) as tmp:
