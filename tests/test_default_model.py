@@ -1,4 +1,5 @@
-"""The model that ships with donet: found without a path, accurate on real cells, rescaled by --diameter."""
+"""The model that ships with donet: found without a path, accurate on real cells, rescaled by
+--diameter, its Fig. 6 heatmaps and Fig. 3 attention map showing the cells it found."""
 
 import json
 import subprocess
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
+from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from skimage.transform import rescale
 
@@ -16,8 +18,10 @@ from donet.data import CellClass
 from donet.data.instances import encode_mask
 from donet.data.stats import median_diameter
 from donet.errors import DonetError
+from donet.inference.files import Exports, write_exports
 from donet.io import open_dataset, write_dataset
 from donet.modeling.weights import DEFAULT_MODEL
+from pictures import decode_colours
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +111,28 @@ def test_tiles_batched_in_one_forward_pass_give_the_same_cells(model, train_imag
     assert len(one.cells) == len(three.cells) >= 2 * len(train_image.cells) - 2
     assert matched_cells(list(one.masks(CellClass.CYTOPLASM)), list(three.masks(CellClass.CYTOPLASM)), 0.95) \
         == len(one.cells)
+
+
+def test_heatmaps_and_attention_map_show_the_cells_found(model, train_image, tmp_path):
+    segmenter = donet.Segmenter(model, device="cpu")
+    result, detection, _ = segmenter.segment_with_detection(train_image.image, "field")
+    written = write_exports(result, detection, tmp_path, Exports(coco=False, heatmaps=True), 0.5)
+    assert written == ["field_heatmaps.png", "field_attention.png"]
+    panel = np.asarray(Image.open(tmp_path / "field_heatmaps.png").convert("RGB"))
+    assert panel.shape == (512 + 18, 3 * 512, 3)
+    intersection, complement, recombined = (decode_colours(panel[18:, 512 * k:512 * (k + 1)]) for k in range(3))
+    cover = result.masks(CellClass.CYTOPLASM).sum(axis=0)  # how many predicted cells cover each pixel
+    one, shared = cover == 1, cover >= 2
+    assert shared.sum() > 1000
+    # Fig. 6: the intersection lights up where cells overlap, the complement where one cell
+    # lies alone, the recombined mask on every cell and on nothing else.
+    assert intersection[shared].mean() > 0.6 > 0.2 > intersection[one].mean()
+    assert cover.flat[intersection.argmax()] >= 2
+    assert complement[one].mean() > 0.7 > 0.3 > complement[shared].mean()
+    assert recombined[ndimage.binary_erosion(cover > 0, np.ones((3, 3)))].min() >= 0.49
+    assert recombined[~ndimage.binary_dilation(cover > 0, np.ones((3, 3)))].max() < 0.51
+    # Fig. 3: 0.5 on the glass, higher on cells, highest where they overlap.
+    attention = decode_colours(np.asarray(Image.open(tmp_path / "field_attention.png").convert("RGB")), 0.5, 1.0)
+    away = ~ndimage.binary_dilation(cover > 0, iterations=8)
+    assert away.sum() > 50_000 and attention[away].max() < 0.51
+    assert attention[shared].mean() > attention[one].mean() > 0.9 and cover.flat[attention.argmax()] >= 1

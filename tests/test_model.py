@@ -57,7 +57,11 @@ def test_every_preset_trains_and_predicts_on_non_square_batches(preset):
         if LADDER[preset]["mrp"]:
             assert output["attention"].shape == size
             if model.config.mrp_attention:
-                assert output["attention"].min() >= 0.5 and output["attention"].max() < 1
+                # Raised (above its 0.5 floor) inside detected cells' boxes only.
+                attention, far = output["attention"], torch.ones(size, dtype=torch.bool)
+                for x0, y0, x1, y1 in output["boxes"][output["labels"] == 1].int().tolist():
+                    far[max(0, y0 - 8):y1 + 9, max(0, x0 - 8):x1 + 9] = False
+                assert attention.min() == 0.5 and attention.max() > 0.5 and torch.all(attention[far] == 0.5)
             else:  # the control rung: M = 1
                 assert torch.all(output["attention"] == 1)
 
@@ -121,15 +125,27 @@ def test_official_mode_model_consistency_loss_has_no_gradient():
     assert not losses["loss_consistency"].requires_grad and losses["loss_recombined_mask"].requires_grad
 
 
-def test_attention_map_pastes_positive_logits_inside_boxes_only():
+def test_attention_map_is_the_sigmoid_of_the_summed_positive_logits_pasted_at_their_boxes():
     boxes = torch.tensor([[8.0, 8.0, 24.0, 40.0]])
     logits = torch.full((1, 28, 28), 3.0)
     pasted = paste_logits(boxes, logits, (16, 16), stride=4)[0]
     inside = pasted[3:9, 3:5]  # cells whose centres lie well inside the box
     assert torch.allclose(inside, torch.tensor(3.0)) and pasted[12:, 8:].abs().max() == 0
     attention = attention_map([(boxes, -logits), (boxes, logits)], (16, 16), 4)
-    assert torch.allclose(attention[0], torch.tensor(0.5))  # negative logits are cut by the ReLU
-    assert attention.min() >= 0.5 and attention.max() < 1
+    assert attention.shape == (2, 1, 16, 16)
+    assert torch.all(attention[0] == 0.5)  # negative logits are cut by the ReLU
+    assert torch.allclose(attention[1, 0, 2:10, 2:6], torch.sigmoid(torch.tensor(3.0)))
+    assert torch.all(attention[1, 0, :, 7:] == 0.5) and torch.all(attention[1, 0, 11:] == 0.5)
+    # Two cells: their logits add up where both boxes cover a P2 cell (centres x = 4k + 2).
+    second = torch.tensor([[16.0, 8.0, 40.0, 40.0]])
+    both = attention_map([(torch.cat([boxes, second]), torch.cat([logits, torch.full((1, 28, 28), 2.0)]))],
+                         (16, 16), 4)[0, 0]
+    sigmoid = torch.sigmoid(torch.tensor([3.0, 5.0, 2.0]))
+    assert torch.allclose(both[2:10, 2:4], sigmoid[0]) and torch.allclose(both[2:10, 4:6], sigmoid[1])
+    assert torch.allclose(both[2:10, 6:10], sigmoid[2]) and torch.all(both[:, 11:] == 0.5)
+    # Very confident cells saturate below 1: the map stays inside [0.5, 1).
+    saturated = attention_map([(boxes, torch.full((1, 28, 28), 40.0))], (16, 16), 4)
+    assert saturated.max() == torch.sigmoid(torch.tensor(15.0)) < 1
 
 
 def test_crowded_image_yields_more_than_100_detections():
@@ -185,7 +201,11 @@ def test_three_line_api_on_a_gray_numpy_image(tmp_path):
     result = donet.segment(model, image, score_threshold=0.0)
 
     assert result.image is image and len(result.instances) > 0
-    assert all(inst.shape == (128, 160) and 0 <= inst.score <= 1 for inst in result.instances)
+    assert all(inst.shape == (128, 160) for inst in result.instances)
+    # Each instance keeps the score and class of a detection of the network.
+    raw = donet.Segmenter(model, score_threshold=0.0).detect([image])[0]
+    scored = {(int(label), round(float(score), 5)) for label, score in zip(raw["labels"], raw["scores"])}
+    assert all((int(inst.category), round(inst.score, 5)) in scored for inst in result.instances)
     cell_ids = {c.id for c in result.cells}
     assert all(n.parent is None or n.parent in cell_ids for n in result.nuclei)
 

@@ -13,10 +13,12 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+from scipy import ndimage
 
 import donet
 import donet.inference
 from donet.data import CellClass, SynthConfig, generate
+from pictures import check_overlay, decode_colours
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,25 @@ def checkpoint(tmp_path_factory):
 
 def donet_cli(*args):
     return subprocess.run([sys.executable, "-m", "donet", *map(str, args)], capture_output=True, text=True)
+
+
+def check_pictures(out, name, image, masks, is_cell):
+    """The overlay outlines exactly the predicted instances; the recombined heatmap reaches the
+    mask threshold exactly on the predicted cells; the attention map rises only near them."""
+    check_overlay(np.asarray(Image.open(out / f"{name}_overlay.png").convert("RGB")), image, masks, is_cell)
+    height, width = masks[0].shape
+    panel = np.asarray(Image.open(out / f"{name}_heatmaps.png").convert("RGB"))
+    assert panel.shape == (height + 18, 3 * width, 3)
+    recombined = decode_colours(panel[18:, 2 * width:])
+    union = np.any([m for m, c in zip(masks, is_cell) if c], axis=0)
+    # The map reaches the mask threshold on the cells and nowhere else, within the pixel by
+    # which the heatmap's paste may differ from the instances' (see test_probability_maps).
+    # (An untrained model's cells may cover the whole image: then there is no outside.)
+    assert recombined[ndimage.binary_erosion(union, np.ones((3, 3)))].min() >= 0.49
+    assert (recombined[~ndimage.binary_dilation(union, np.ones((3, 3)))] < 0.51).all()
+    attention = decode_colours(np.asarray(Image.open(out / f"{name}_attention.png").convert("RGB")), 0.5, 1.0)
+    assert attention.shape == (height, width) and attention.max() > 0.6 and union.flat[attention.argmax()]
+    assert (attention[~ndimage.binary_dilation(union, iterations=8)] == 0.5).all()
 
 
 def test_predict_writes_every_export_and_reports_bad_images(checkpoint, tmp_path):
@@ -54,18 +75,28 @@ def test_predict_writes_every_export_and_reports_bad_images(checkpoint, tmp_path
         for suffix in (".geojson", "_rois.zip", "_cytoplasm_layers.tif", "_overlay.png", "_heatmaps.png",
                        "_attention.png"):
             assert (out / f"{name}{suffix}").is_file(), f"{name}{suffix}"
-    # Every export holds the same cells as predictions.json.
+    # Every export of every image holds the cells of predictions.json, and the pictures show them.
+    shown = {"a": gray, "b16": gray.astype(np.uint16) * 200,
+             "c": np.asarray(Image.open(images / "c.jpg").convert("RGB"))}
+    for name, file_name in (("a", "a.png"), ("b16", "b16.tif"), ("c", "c.jpg")):
+        image_id = next(i["id"] for i in coco.dataset["images"] if i["file_name"].endswith(file_name))
+        annotations = coco.loadAnns(coco.getAnnIds([image_id]))  # in the image's instance order
+        masks = [mask_utils.decode(coco.annToRLE(a)).astype(bool) for a in annotations]
+        is_cell = [a["category_id"] == int(CellClass.CYTOPLASM) for a in annotations]
+        cells = [m for m, c in zip(masks, is_cell) if c]
+        assert len(cells) > 1
+        stack = tifffile.imread(out / f"{name}_cytoplasm_layers.tif").reshape(-1, 128, 160)
+        from_stack = [(stack == label).any(axis=0) for label in np.unique(stack) if label]
+        assert sorted(m.tobytes() for m in from_stack) == sorted(m.tobytes() for m in cells)
+        features = json.loads((out / f"{name}.geojson").read_text())["features"]
+        assert sum(f["properties"]["objectType"] == "cell" for f in features) == len(cells)
+        assert sum(r.name.startswith("cell-") and "-" not in r.name[5:]
+                   for r in roifile.roiread(out / f"{name}_rois.zip")) == len(cells)
+        check_pictures(out, name, shown[name], masks, is_cell)
     image_id = next(i["id"] for i in coco.dataset["images"] if i["file_name"].endswith("a.png"))
     cells = [mask_utils.decode(coco.annToRLE(a)).astype(bool) for a in coco.loadAnns(coco.getAnnIds([image_id]))
              if a["category_id"] == int(CellClass.CYTOPLASM)]
-    assert len(cells) > 1
-    stack = tifffile.imread(out / "a_cytoplasm_layers.tif").reshape(-1, 128, 160)
-    from_stack = [(stack == label).any(axis=0) for label in np.unique(stack) if label]
-    assert sorted(m.tobytes() for m in from_stack) == sorted(m.tobytes() for m in cells)
     features = json.loads((out / "a.geojson").read_text())["features"]
-    assert sum(f["properties"]["objectType"] == "cell" for f in features) == len(cells)
-    assert sum(r.name.startswith("cell-") and "-" not in r.name[5:] for r in roifile.roiread(out / "a_rois.zip")) \
-        == len(cells)
     # Measurements: a row per cell (its whole mask's area) and per nucleus of no cell, also in the GeoJSON.
     rows = [r for r in csv.DictReader(open(out / "measurements.csv")) if r["image"] == "a"]
     nuclei = [a for a in coco.loadAnns(coco.getAnnIds([image_id])) if a["category_id"] == int(CellClass.NUCLEUS)]
