@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from donet.data import ClusterAugmentor, SynthConfig, generate, read_isbi_png
+from donet.data import ClusterAugmentor, SynthConfig, generate
+from donet.io import read_isbi_png
 
 REPO = Path(__file__).resolve().parents[1]
 TILE = 256

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 from qtpy.QtWidgets import QApplication
 
-from donet.data import CellClass, open_dataset
+from donet.data import CellClass
+from donet.io import open_dataset
 from donet.napari_plugin.widget import SegmentWidget
 
 DATA = Path(os.environ.get("DONET_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
