@@ -127,8 +127,16 @@ def open_slide(path: str | Path, mpp: float | None = None,
         raise DonetError(path, "no such slide file")
     if reader == "openslide" or (reader == "auto" and path.suffix.lower() in OPENSLIDE_SUFFIXES):
         slide = _open_openslide(path)
-    else:
+    elif reader == "tifffile":
         slide = _open_tiff(path, planes)
+    else:
+        try:
+            slide = _open_tiff(path, planes)
+        except DonetError as problem:  # a vendor's TIFF dialect (Ventana, Philips...) OpenSlide may know
+            try:
+                slide = _open_openslide(path)
+            except DonetError:
+                raise problem from None
     if mpp is not None:
         slide.mpp = mpp
     return slide
@@ -158,9 +166,9 @@ def _open_tiff(path: Path, planes: Planes) -> Slide:
         slide = Slide(path, levels, _tiff_mpp(tif), tif.close)
         slide.planes = planes.describe(series.axes, series.shape, series.dtype)
         return slide
-    except (ValueError, KeyError, IndexError, NotImplementedError) as exc:
+    except Exception as exc:  # tifffile and zarr raise many kinds on layouts they do not support
         tif.close()
-        raise DonetError(path, f"unsupported TIFF slide layout ({exc})") from None
+        raise DonetError(path, f"unsupported TIFF slide layout ({exc.__class__.__name__}: {exc})") from None
 
 
 def _layout(axes: str, shape: tuple[int, ...], dtype, planes: Planes) -> tuple[int, ...]:
@@ -223,7 +231,7 @@ def _open_openslide(path: Path) -> Slide:
             from None
     try:
         handle = openslide.OpenSlide(str(path))
-    except (openslide.OpenSlideError, OSError) as exc:
+    except (openslide.OpenSlideError, OSError, ValueError) as exc:
         raise DonetError(path, f"OpenSlide cannot read it ({exc})") from None
     mpp = handle.properties.get(openslide.PROPERTY_NAME_MPP_X)
     levels = [Level((height, width, 3), handle.level_downsamples[i], _openslide_reader(handle, i), np.uint8, (path, i))
