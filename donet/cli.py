@@ -206,7 +206,9 @@ def train_command(
         raise DonetError(None, "give --train DATASET (or --config FILE)")
     else:
         run_config = TrainConfig.of(
-            init=init, preset=preset, size=size, seed=seed, iterations=iterations, base_lr=lr, batch_size=batch_size,
+            # A model file by its absolute path: config.json must resume from anywhere.
+            init=init if init in (None, "default") else str(Path(init).absolute()), preset=preset, size=size,
+            seed=seed, iterations=iterations, base_lr=lr, batch_size=batch_size,
             brightness=brightness, contrast=contrast, eval_period=eval_period, checkpoint_period=checkpoint_period,
             train=_data(train, train_format, train_images), val=_data(val, val_format, val_images),
             cluster_augmentation={"probability": cluster_aug} if cluster_aug else None)

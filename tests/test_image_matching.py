@@ -83,3 +83,12 @@ def test_a_prediction_that_could_be_either_image_is_refused(tmp_path):
                       {"p": images[0].size, "q": images[0].size}, {"p": "gt/x/a.png", "q": "gt/x/../x/a.png"})
     with pytest.raises(DonetError, match="same ground-truth image"):
         read_predictions(tmp_path / "twice.json", read_coco(gt / "annotations.json"))
+
+
+def test_numbered_names_never_take_another_files_own_name():
+    from donet.io.names import unique_names
+
+    paths = [Path("x/a.png"), Path("y/a.png"), Path("a_2.png"), Path("z/a.ome.tif")]
+    names = unique_names(paths)
+    assert len(set(names)) == len(names) == 4
+    assert names[0] == "a" and names[2] == "a_2"  # first comers and files of their own name keep it

@@ -50,7 +50,7 @@ class SlideRun:
 
     def _run(self, slide: Slide) -> Iterator[tuple[Found | None, list[Found]]]:
         settings, processes = self.segmenter.settings, self.segmenter.processes
-        self.mpp, self.planes = slide.mpp, slide.planes
+        self.mpp, self.planes = slide.mpp, slide.taken
         self.wanted, self.reason = self._downsample(slide)
         self.level_index = slide.level_for(self.wanted)
         level = slide.levels[self.level_index]

@@ -75,6 +75,10 @@ def _classes(data: dict, json_path: Path, category_map: Mapping[str, CellClass |
     return classes
 
 
+def _repeated(values: list[str]) -> str:
+    return next(v for i, v in enumerate(values) if v in values[:i])
+
+
 class _Coco:
     """A parsed COCO file: its image records, and each image's instances on demand."""
 
@@ -82,9 +86,19 @@ class _Coco:
         self.path = json_path
         data = _load_json(json_path, what)
         self.classes = _classes(data, json_path, category_map)
+        for record in data["images"]:
+            if not isinstance(record, dict) or "id" not in record or "file_name" not in record:
+                raise DonetError(json_path, f"image record {str(record)[:80]} has no 'id' or 'file_name'")
         self.images = {img["id"]: img for img in data["images"]}
+        if len(self.images) < len(data["images"]):
+            raise DonetError(json_path, "two image records share an id")
+        names = [img["file_name"] for img in data["images"]]
+        if len(set(names)) < len(names):
+            raise DonetError(json_path, f"two image records name the same file ({_repeated(names)})")
         self.by_image: dict[int, list[dict]] = {image_id: [] for image_id in self.images}
         for ann in data["annotations"]:
+            if not isinstance(ann, dict) or "id" not in ann:
+                raise DonetError(json_path, f"annotation {str(ann)[:80]} has no 'id'")
             if ann.get("image_id") not in self.images:
                 raise DonetError(json_path, f"annotation {ann.get('id')} refers to unknown image id "
                                             f"{ann.get('image_id')}")
@@ -168,26 +182,32 @@ def read_predictions(path: str | Path, truth: Dataset | None = None) -> dict[str
 
 def match_files(file_names: list[str], folder: Path, truth: Dataset) -> dict[str, str]:
     """The ground-truth image of each predicted `file_name` (relative to `folder`): the same
-    file; else the one ground-truth file whose path ends with `file_name`; else, for ground
-    truth without files (a .mat), the image of that name. Two images that merely share a
-    name are never merged: an ambiguous or unknown file_name is an error."""
-    by_file = {f.resolve(): name for f, name in zip(truth.files, truth.names) if f is not None}
+    file; else the one ground-truth file whose path ends with `file_name` (less any leading
+    `..`: an output folder moved elsewhere); else, for ground truth without files (pixels in
+    a .mat), the image of that name. Two images that merely share a name are never merged:
+    an ambiguous or unknown file_name is an error."""
+    by_file: dict[Path, str] = {}
+    for file, name in zip(truth.files, truth.names):
+        if file is not None and by_file.setdefault(file.resolve(), name) != name:
+            raise DonetError(file, f"the ground truth lists this image twice ({by_file[file.resolve()]}, {name})")
     pathless = {name for f, name in zip(truth.files, truth.names) if f is None}
     matched: dict[str, str] = {}
+    predicted_as: dict[str, str] = {}
     for file_name in file_names:
         name = by_file.get((folder / file_name).resolve())
         if name is None:
-            parts = Path(file_name).parts
-            tails = [n for f, n in by_file.items() if f.parts[-len(parts):] == parts]
+            parts = tuple(part for part in Path(file_name).parts if part not in ("..", "."))
+            tails = [n for f, n in by_file.items() if parts and f.parts[-len(parts):] == parts]
             if len(tails) > 1:
                 raise DonetError(folder / file_name, f"predicted image matches {len(tails)} ground-truth images "
                                                      f"({', '.join(sorted(tails)[:3])}); name it by its path")
             name = tails[0] if tails else Path(file_name).with_suffix("").as_posix()
             if not tails and name not in pathless:
                 raise DonetError(folder / file_name, "predicted image is not in the ground truth")
-        if name in matched.values():
-            other = next(f for f, n in matched.items() if n == name)
-            raise DonetError(folder / file_name, f"predicted image is the same ground-truth image as {other}")
+        if name in predicted_as:
+            raise DonetError(folder / file_name, f"predicted image is the same ground-truth image as "
+                                                 f"{predicted_as[name]}")
+        predicted_as[name] = file_name
         matched[file_name] = name
     return matched
 

@@ -26,10 +26,10 @@ def read_image(path: str | Path, planes: Planes = Planes()) -> np.ndarray:
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tif:
                 axes, pixels = tif.series[0].axes, tif.series[0].asarray()
-            if set(axes) & set("ZTC") or planes.channel is not None:
-                pixels = select(pixels, axes, planes)
-            elif pixels.ndim == 3 and pixels.shape[0] in (1, 3, 4) and pixels.shape[-1] not in (1, 3, 4):
-                pixels = np.moveaxis(pixels, 0, -1)  # channel-first TIFF
+            if len(axes) == 3 and axes[0] in "QIS" and pixels.shape[0] in (1, 3, 4) and planes.channel is None:
+                pixels = np.moveaxis(pixels, 0, -1)  # pages of a channel-first RGB TIFF
+            elif set(axes) - set("YXS") or planes.channel is not None:
+                pixels = select(pixels, axes, planes)  # stacks: see `planes`; other pages: the first
         else:
             with Image.open(path) as im:
                 im.load()

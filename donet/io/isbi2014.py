@@ -141,6 +141,7 @@ def read_isbi_mat(gt_path: str | Path, images: str | Path | None = None) -> Data
             raise DonetError(images, f"expected images numbered 1..{count} to match {gt_path.name}, "
                                      f"found {len(files)} numbered files")
         names = [files[i + 1].stem for i in range(count)]
+        paths = [files[i + 1] for i in range(count)]
 
         def image_at(index: int) -> tuple[np.ndarray, Path]:
             return read_image(files[index + 1]), files[index + 1]
@@ -151,6 +152,7 @@ def read_isbi_mat(gt_path: str | Path, images: str | Path | None = None) -> Data
             raise DonetError(images, f"{len(stack)} images but {gt_path.name} annotates {count}")
         prefix = images.stem.lower()
         names = [f"{prefix}_im{i + 1:03d}" for i in range(count)]
+        paths = None  # pixels inside a .mat: predictions are matched by name
 
         def image_at(index: int) -> tuple[np.ndarray, Path]:
             pixels = np.asarray(stack[index])
@@ -165,7 +167,7 @@ def read_isbi_mat(gt_path: str | Path, images: str | Path | None = None) -> Data
         return build_sample(names[index], image, cells, np.asarray(nuclei[index]) > 0,
                             [*where, f"{gt_path} (image {index + 1}, nuclei)"])
 
-    return Dataset(gt_path, names, load)
+    return Dataset(gt_path, names, load, paths)
 
 
 def _image_key(contents: dict, path: Path) -> str:

@@ -13,11 +13,15 @@ def output_name(path: Path) -> str:
 
 
 def unique_names(paths: list[Path]) -> list[str]:
-    """Output names (see `output_name`), numbered when repeated: `a`, `a_2`."""
-    names, seen = [], {}
-    for path in paths:
-        stem = output_name(path)
-        count = seen.get(stem, 0)
-        seen[stem] = count + 1
-        names.append(stem if count == 0 else f"{stem}_{count + 1}")
+    """Output names (see `output_name`), numbered when repeated: `a`, `a_2`; a number is
+    never one another file's own name takes (`a_2.png` keeps `a_2`)."""
+    stems = [output_name(path) for path in paths]
+    taken, names, seen = set(stems), [], set()
+    for stem in stems:
+        name, number = stem, 1
+        while name in seen or (name != stem and name in taken):
+            number += 1
+            name = f"{stem}_{number}"
+        seen.add(name)
+        names.append(name)
     return names

@@ -86,7 +86,7 @@ class Slide:
 
     def __init__(self, path: Path, levels: list[Level], mpp: float | None, closer):
         self.path, self.levels, self.mpp, self._closer = path, levels, mpp, closer
-        self.planes: dict = {}  # which focal plane, time and channel were taken, where there was a choice
+        self.taken: dict = {}  # which focal plane, time and channel were taken, where there was a choice
 
     def close(self) -> None:
         self._closer()
@@ -126,13 +126,15 @@ def open_slide(path: str | Path, mpp: float | None = None,
     if not path.is_file():
         raise DonetError(path, "no such slide file")
     if reader == "openslide" or (reader == "auto" and path.suffix.lower() in OPENSLIDE_SUFFIXES):
-        slide = _open_openslide(path)
+        slide = _open_openslide(path, planes)
     elif reader == "tifffile":
         slide = _open_tiff(path, planes)
     else:
         try:
             slide = _open_tiff(path, planes)
         except DonetError as problem:  # a vendor's TIFF dialect (Ventana, Philips...) OpenSlide may know
+            if planes != Planes():
+                raise  # OpenSlide has no focal planes or channels to choose from
             try:
                 slide = _open_openslide(path)
             except DonetError:
@@ -155,6 +157,9 @@ def _open_tiff(path: Path, planes: Planes) -> Slide:
         raise DonetError(path, f"not a readable TIFF slide ({exc.__class__.__name__}: {exc})") from None
     try:
         series = tif.series[0]
+        if not (np.issubdtype(series.dtype, np.unsignedinteger) and series.dtype.itemsize <= 2):
+            raise NotImplementedError(f"{series.dtype} pixels (only 8- and 16-bit unsigned are read)")
+        planes.index(series.axes, series.shape, series.dtype)  # a channel the file lacks: say so now
         full_height = _plane_shape(series.axes, series.shape)[0]
         levels = []
         for number, level in enumerate(series.levels):
@@ -164,7 +169,7 @@ def _open_tiff(path: Path, planes: Planes) -> Slide:
                                 _tiff_reader(array, level.axes, planes),
                                 array.dtype if array.dtype == np.uint8 else np.uint16, (path, number)))
         slide = Slide(path, levels, _tiff_mpp(tif), tif.close)
-        slide.planes = planes.describe(series.axes, series.shape, series.dtype)
+        slide.taken = planes.describe(series.axes, series.shape, series.dtype)
         return slide
     except Exception as exc:  # tifffile and zarr raise many kinds on layouts they do not support
         tif.close()
@@ -223,7 +228,10 @@ def plausible_mpp(mpp: float) -> float | None:
     return mpp
 
 
-def _open_openslide(path: Path) -> Slide:
+def _open_openslide(path: Path, planes: Planes = Planes()) -> Slide:
+    """OpenSlide's slides are RGB, one focal plane: `planes` can only pick a colour channel."""
+    if planes.channel is not None and planes.channel >= 3:
+        raise DonetError(path, f"channel {planes.channel} does not exist (the slide is RGB: 0-2)")
     try:
         import openslide
     except ImportError:
@@ -234,18 +242,26 @@ def _open_openslide(path: Path) -> Slide:
     except (openslide.OpenSlideError, OSError, ValueError) as exc:
         raise DonetError(path, f"OpenSlide cannot read it ({exc})") from None
     mpp = handle.properties.get(openslide.PROPERTY_NAME_MPP_X)
-    levels = [Level((height, width, 3), handle.level_downsamples[i], _openslide_reader(handle, i), np.uint8, (path, i))
-              for i, (width, height) in enumerate(handle.level_dimensions)]
-    return Slide(path, levels, plausible_mpp(float(mpp)) if mpp else None, handle.close)
+    shape = (lambda h, w: (h, w, 3)) if planes.channel is None else (lambda h, w: (h, w))
+    levels = [Level(shape(height, width), handle.level_downsamples[i], _openslide_reader(handle, i, planes.channel),
+                    np.uint8, (path, i)) for i, (width, height) in enumerate(handle.level_dimensions)]
+    try:
+        mpp = plausible_mpp(float(mpp)) if mpp else None
+    except ValueError:
+        mpp = None  # a property that is no number
+    slide = Slide(path, levels, mpp, handle.close)
+    slide.taken = {} if planes.channel is None else {"channel": planes.channel}
+    return slide
 
 
-def _openslide_reader(handle, index: int):
+def _openslide_reader(handle, index: int, channel: int | None):
     downsample = handle.level_downsamples[index]
 
     def read(y: int, x: int, h: int, w: int) -> np.ndarray:
         region = np.asarray(handle.read_region((round(x * downsample), round(y * downsample)), index, (w, h)))
         # Transparent where the scanner saw nothing: glass-white.
         alpha = region[..., 3:4].astype(np.uint16)
-        return ((region[..., :3] * alpha + 255 * (255 - alpha)) // 255).astype(np.uint8)
+        rgb = ((region[..., :3] * alpha + 255 * (255 - alpha)) // 255).astype(np.uint8)
+        return rgb if channel is None else rgb[..., channel]
 
     return read

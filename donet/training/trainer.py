@@ -169,8 +169,8 @@ def build_run(config: TrainConfig, paths: RunPaths, processes: Processes, train_
     crop = crop_side(model, train_set) if config.init is not None else None
     if crop is not None:  # crops resized by the model's scale, as inference will resize images
         ratio = model.config.min_size / model.config.train_image_size
-        model.transform.min_size = tuple(round(scale * crop * ratio) for scale in config.train_scales)
-        model.transform.max_size = round(max(config.train_scales) * crop * ratio) + 1
+        model.transform.min_size = tuple(round(scale * crop * ratio) for scale in config.train_scales or (1.0,))
+        model.transform.max_size = round(max(config.train_scales or (1.0,)) * crop * ratio) + 1
     elif config.train_scales:
         model.transform.min_size = tuple(round(scale * model.config.min_size) for scale in config.train_scales)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -438,7 +438,7 @@ def train(config: TrainConfig | None, out: str | Path, resume: bool = False,
     console = console or Console(stderr=True)
     paths, processes = RunPaths(Path(out)), Processes.from_environment()
     # A model to fine-tune that contradicts the config is found before the run folder is made.
-    initial = initial_model(config) if config is not None and config.init is not None else None
+    initial = initial_model(config) if config is not None and config.init is not None and not resume else None
     config, train_set, val_set = open_run(paths, processes, config, resume, train_data, val_data)
     augmentor = cluster_augmentor(config.cluster_augmentation, train_set)
     run = build_run(config, paths, processes, train_set, resume, initial)
