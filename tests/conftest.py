@@ -14,7 +14,7 @@ ISBI = DATA / "isbi2014"
 
 # donet.data, donet.io and donet.evaluation work without torch: without it (the second CI
 # leg, newest releases on the newest Python) only their tests are collected.
-NEEDS_TORCH = ["test_cli.py", "test_cli_engine.py", "test_cv_command.py", "test_default_model.py", "test_demo.py",
+NEEDS_TORCH = ["test_cli.py", "test_cli_engine.py", "test_cv_command.py", "test_default_model.py", "test_demo.py", "test_finetune.py",
                "test_inference.py", "test_model.py", "test_overfit.py", "test_predict_exports.py", "test_predict_inputs.py",
                "test_probability_maps.py", "test_slides.py", "test_targets.py", "test_tiling.py", "test_training.py"]
 if importlib.util.find_spec("torch") is None:

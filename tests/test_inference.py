@@ -19,12 +19,15 @@ from donet.inference.paste import paste_thresholded
 from donet.io import open_dataset
 
 
-def torchvision_paste(prob, box, threshold):
-    """One detection as torchvision pastes it, into a canvas 2 pixels wider than its box."""
+def torchvision_paste(prob, box, threshold, spare=64):
+    """One detection as torchvision pastes it, cut to a canvas 2 pixels wider than its box.
+    It is pasted with `spare` pixels more above and to the left, so that its widened box's
+    corners are positive, as they are in an image (torchvision truncates them to integers)."""
     left, top = int(torch.floor(box[0])) - 2, int(torch.floor(box[1])) - 2
-    local = box - torch.tensor([left, top, left, top], dtype=box.dtype)
+    local = box - torch.tensor([left - spare, top - spare] * 2, dtype=box.dtype)
     size = (int(torch.ceil(local[3])) + 3, int(torch.ceil(local[2])) + 3)
-    return top, left, (paste_masks_in_image(prob[None, None], local[None], size, padding=1)[0, 0] >= threshold).numpy()
+    pasted = paste_masks_in_image(prob[None, None], local[None], size, padding=1)[0, 0, spare:, spare:]
+    return top, left, (pasted >= threshold).numpy()
 
 
 def test_batched_paste_matches_torchvision_detection_by_detection():

@@ -70,7 +70,6 @@ def test_patterns_and_folders_expand_to_their_images_in_the_order_given(tmp_path
         expand_inputs([str(tmp_path / "empty")])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: expand_inputs lists a folder's subfolders named like images")
 def test_a_folder_named_like_an_image_is_no_input(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "stack.png").mkdir()

@@ -97,8 +97,6 @@ def test_the_recombined_map_at_the_mask_threshold_is_the_pasted_instance_masks()
     assert differing.sum() <= 2  # a pixel exactly at the threshold may round either way
 
 
-@pytest.mark.xfail(strict=True, reason="bug: paste_thresholded truncates a large box's expanded corner toward "
-                                       "zero in its local canvas, one pixel off torchvision's paste and the heatmaps")
 def test_a_large_cell_is_pasted_where_its_heatmap_shows_it():
     """A 135-pixel cell (ISBI's median): instances and heatmaps must put it in the same place."""
     generator = torch.Generator().manual_seed(1)

@@ -104,7 +104,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
                 raise DonetError(item, "the pattern matches no file")
             found += [p for p in matches if p.is_file()]
         elif path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in INPUT_SUFFIXES)
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in INPUT_SUFFIXES and p.is_file())
         else:
             found.append(path)  # a missing file is reported when it is read
     if not found:

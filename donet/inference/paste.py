@@ -39,13 +39,15 @@ def _paste_chunk(probs, boxes, thresholds):
     heights = torch.ceil(local[:, 3]).long() + 3
     widths = torch.ceil(local[:, 2]).long() + 3
     # torchvision's expand_masks / expand_boxes: one pixel of zeros around the mask, the box
-    # widened by (M + 2) / M about its centre, corners truncated to integers.
+    # widened by (M + 2) / M about its centre, corners truncated to integers (in image
+    # coordinates, where they are positive: floored here, as a large box's widened corner can
+    # fall below this canvas' origin).
     padded = torch.nn.functional.pad(probs, (1, 1, 1, 1))
     scale = (size + 2) / size
     half_w, half_h = (local[:, 2] - local[:, 0]) * 0.5 * scale, (local[:, 3] - local[:, 1]) * 0.5 * scale
     centre_x, centre_y = (local[:, 2] + local[:, 0]) * 0.5, (local[:, 3] + local[:, 1]) * 0.5
-    x0, x1 = (centre_x - half_w).long(), (centre_x + half_w).long()
-    y0, y1 = (centre_y - half_h).long(), (centre_y + half_h).long()
+    x0, x1 = torch.floor(centre_x - half_w).long(), torch.floor(centre_x + half_w).long()
+    y0, y1 = torch.floor(centre_y - half_h).long(), torch.floor(centre_y + half_h).long()
     rows = _axis(y0, y1, heights, size + 2, int(heights.max()))
     cols = _axis(x0, x1, widths, size + 2, int(widths.max()))
     (r0, r1, ry, r_in), (c0, c1, cx, c_in) = rows, cols
