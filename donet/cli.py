@@ -169,14 +169,14 @@ def train_command(
     val: Annotated[Optional[Path], typer.Option(help="Validation dataset: periodic segm AP, best checkpoint.")] = None,
     init: Annotated[Optional[str], typer.Option(
         help="Fine-tune: start from 'default' (the model that ships with donet) or a donet model file. Its "
-             "architecture and pixel scale are kept; unset options follow the fine-tune schedule (300 iterations, "
+             "architecture and pixel scale are kept; unset options follow the fine-tune schedule (200 iterations, "
              "AdamW 1e-4, crops at the model's scale).")] = None,
     preset: Annotated[Optional[str], typer.Option(
         help="maskrcnn, drm, drm_crm or donet (the paper's ablation ladder; default donet).")] = None,
     size: Annotated[Optional[str], typer.Option(
         help="light (CPU: ResNet-18, 64-channel FPN, 512 px; the default) or paper (R50-FPN, GPU).")] = None,
     iterations: Annotated[Optional[int], typer.Option(
-        help="Training iterations (light: 2000; paper: 60000; fine-tuning: 300).")] = None,
+        help="Training iterations (light: 2000; paper: 60000; fine-tuning: 200).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, data order and augmentation.")] = 0,
     lr: Annotated[Optional[float], typer.Option(help="Base learning rate (light: 0.001 with AdamW; paper: 0.001 with SGD).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step and process.")] = None,
