@@ -16,7 +16,7 @@ from donet.atomic import atomic_path
 from donet.data import CellClass, SynthConfig, generate
 from donet.io.geojson import to_geojson
 from donet.io.imagej import write_roi_zip
-from donet.io.label_stack import label_stack, write_label_stack
+from donet.io.label_stack import label_stack, read_label_stack, write_label_stack
 from donet.io.polygons import mask_polygons
 
 
@@ -94,3 +94,7 @@ def test_label_stack_keeps_every_cell_whole(truth, tmp_path):
         assert np.array_equal((stack == cell.id).any(axis=0), cell.mask)
     write_label_stack(tmp_path / "l.tif", truth, CellClass.CYTOPLASM)
     assert np.array_equal(tifffile.imread(tmp_path / "l.tif"), stack)
+    read = {i.id: i for i in read_label_stack(tmp_path / "l.tif", CellClass.CYTOPLASM)}
+    assert sorted(read) == sorted(c.id for c in truth.cells)  # overlapping cells come back whole
+    assert all(np.array_equal(read[c.id].mask, c.mask) and read[c.id].category is CellClass.CYTOPLASM
+               for c in truth.cells)

@@ -11,7 +11,7 @@ from pycocotools import mask as mask_utils
 from donet.data import SynthConfig, generate
 from donet.data.synthetic_slide import GLASS, SyntheticSlide, write_pyramid
 from donet.data.tissue import TissueMap, tissue_mask
-from donet.io.parquet import open_table, table_row
+from donet.io.parquet import open_table, read_table, table_row
 from donet.io.slides import is_slide, open_slide
 
 
@@ -105,6 +105,8 @@ def test_table_rows_decode_to_their_masks(tmp_path):
     for row, mask in zip(rows, masks):
         decoded = mask_utils.decode({"size": [row["height"], row["width"]], "counts": row["rle"].encode()})
         assert np.array_equal(decoded.astype(bool), mask) and row["area"] == mask.sum()
+    # donet's reader gives the same masks, decoded
+    assert all(np.array_equal(row["mask"], mask) for row, mask in zip(read_table(tmp_path / "cells.parquet"), masks))
 
 
 def test_an_unreadable_slide_is_one_clear_error(tmp_path):

@@ -12,7 +12,8 @@ import numpy as np
 import tifffile
 
 from ..atomic import atomic_path
-from ..data.instances import AnnotatedImage, CellClass
+from ..data.instances import AnnotatedImage, CellClass, Instance
+from ..errors import DonetError
 
 
 def label_stack(result: AnnotatedImage, category: CellClass) -> np.ndarray:
@@ -38,3 +39,17 @@ def write_label_stack(path: str | Path, result: AnnotatedImage, category: CellCl
         tifffile.imwrite(tmp, stack, imagej=stack.dtype == np.uint16, metadata={"axes": "ZYX"}
                          if stack.dtype == np.uint16 else None)
     return len(stack)
+
+
+def read_label_stack(path: str | Path, category: CellClass) -> list[Instance]:
+    """The instances of a label stack (a 2-D label image is a stack of one plane): one per
+    label value, its mask the union of its pixels over the planes, so overlaps come back."""
+    try:
+        stack = tifffile.imread(path)
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        raise DonetError(path, f"not a readable label stack ({exc.__class__.__name__}: {exc})") from None
+    stack = stack[None] if stack.ndim == 2 else stack
+    if stack.ndim != 3 or not np.issubdtype(stack.dtype, np.integer):
+        raise DonetError(path, f"not a label stack (shape {stack.shape}, {stack.dtype})")
+    ids = np.unique(stack)
+    return [Instance.from_mask(int(i), category, (stack == i).any(axis=0)) for i in ids[ids > 0]]

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
 from ..atomic import atomic_path
+from ..errors import DonetError
 from ..data.measurements import CELL_COLUMNS, MICRON_COLUMNS
 
 ROW_GROUP = 20_000
@@ -70,3 +71,15 @@ def open_table(path: str | Path) -> Iterator[TableWriter]:
             table.flush()
         finally:
             writer.close()
+
+
+def read_table(path: str | Path) -> list[dict]:
+    """The rows of an instance table, each with its `mask` decoded (within its box at x, y)."""
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowException) as exc:
+        raise DonetError(path, f"not a readable Parquet table ({exc})") from None
+    for row in rows:
+        rle = {"size": [row["height"], row["width"]], "counts": row["rle"].encode("ascii")}
+        row["mask"] = mask_utils.decode(rle).astype(bool)
+    return rows
