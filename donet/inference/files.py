@@ -40,8 +40,8 @@ from ..io.imagej import write_roi_zip
 from ..io.images import IMAGE_SUFFIXES, read_image
 from ..io.label_stack import write_label_stack
 from ..io.names import unique_names
-from ..io.planes import Planes
 from ..io.parquet import open_table, table_row
+from ..io.planes import Planes
 from ..io.polygons import geojson_geometry
 from ..io.slides import OPENSLIDE_SUFFIXES, is_slide
 from .segmenter import Segmenter, probability_maps

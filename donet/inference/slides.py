@@ -17,7 +17,6 @@ from ..errors import DonetError
 from ..io.slides import Slide, open_slide
 from .tiling import Found, Grid, segment_tiled
 
-
 # Skipping more of a slide than this as glass is more likely a misreading than an empty slide.
 GLASS_WARNING = 0.99
 

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 from pycocotools import mask as mask_utils
 
 from ..atomic import atomic_path
-from ..errors import DonetError
 from ..data.measurements import CELL_COLUMNS, MICRON_COLUMNS
+from ..errors import DonetError
 
 ROW_GROUP = 20_000
 # With `donet predict --measure`, the measurements (`data.measurements`; a nucleus leaves the
