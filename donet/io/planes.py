@@ -17,7 +17,7 @@ Focus = Literal["middle", "edf"]
 @dataclass(frozen=True)
 class Planes:
     """What to take from each axis other than Y, X. `focus` "middle": the middle Z plane;
-    "edf": every plane, fused (see `extended_depth_of_field`). `channel`: a channel (or a
+    "edf": every plane, fused (see `fuse`). `channel`: a channel (or a
     colour sample) by index; None: colour where the file has 3 or 4 samples, else the first."""
 
     focus: Focus = "middle"
