@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from ..data.measurements import (
 )
 from ..errors import DonetError, ProcessLost
 from ..figures import attention_picture, heatmap_panel, overlay, save_png
-from ..io.coco import write_predictions
+from ..io.coco import relative_file, write_predictions
 from ..io.geojson import (
     QuPathObject,
     cell_features,
@@ -247,7 +246,7 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
             report.cells, report.nuclei = _counts(result)
             found[result.name], sizes[result.name] = result.instances, result.size
             # Relative to the output folder, as COCO tools resolve file names.
-            files[result.name] = Path(os.path.relpath(paths[index].absolute(), folder.absolute())).as_posix()
+            files[result.name] = relative_file(paths[index], folder)
         if on_input and processes.main:
             on_input(report)
     for index in slides:

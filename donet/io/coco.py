@@ -263,8 +263,13 @@ def write_predictions(path: str | Path, predictions: Mapping[str, list[Instance]
 def relative_files(dataset: Dataset, folder: Path) -> dict[str, str]:
     """Each image's file relative to `folder` (a predictions file's), as COCO tools resolve
     `file_name`s; `<name>.png` for an image without a file."""
-    return {name: Path(os.path.relpath(file, folder.absolute())).as_posix() if file is not None else f"{name}.png"
+    return {name: relative_file(file, folder) if file is not None else f"{name}.png"
             for name, file in zip(dataset.names, dataset.files)}
+
+
+def relative_file(file: Path, folder: Path) -> str:
+    """`file` as a COCO `file_name` in a JSON written to `folder`: relative to it, with `/`."""
+    return Path(os.path.relpath(Path(file).absolute(), Path(folder).absolute())).as_posix()
 
 
 def write_dataset(folder: Path, samples: Iterable[AnnotatedImage], image_suffix: str = ".png") -> int:

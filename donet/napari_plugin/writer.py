@@ -3,11 +3,10 @@ nuclei linked to the cells that contain them."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..data.instances import AnnotatedImage
-from ..io.coco import write_coco
+from ..io.coco import relative_file, write_coco
 from .layers import layer_instances
 
 
@@ -19,8 +18,7 @@ def write_coco_annotations(path: str, layer_data: list[tuple]) -> list[str]:
     instances = layer_instances(shapes)
     size = tuple(metadata.get("image_shape") or _size(instances))
     image_file = metadata.get("image_file")
-    file_name = (Path(os.path.relpath(image_file, Path(path).absolute().parent)).as_posix() if image_file
-                 else f"{Path(path).stem}.png")
+    file_name = relative_file(image_file, Path(path).parent) if image_file else f"{Path(path).stem}.png"
     sample = AnnotatedImage.without_pixels(Path(file_name).stem, size, instances)
     write_coco(path, [sample], [file_name])
     return [path]
