@@ -98,3 +98,25 @@ def test_label_stack_keeps_every_cell_whole(truth, tmp_path):
     assert sorted(read) == sorted(c.id for c in truth.cells)  # overlapping cells come back whole
     assert all(np.array_equal(read[c.id].mask, c.mask) and read[c.id].category is CellClass.CYTOPLASM
                for c in truth.cells)
+
+
+def test_qupath_geojson_variants_are_read(tmp_path):
+    """QuPath's own exports: a bare list of features, list-form measurements (before 0.4),
+    MultiPolygons, and points or lines, which are no cells."""
+    import json
+
+    from donet.io.geojson import read_geojson
+
+    square = [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]]
+    features = [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square},
+         "properties": {"classification": {"name": "Nucleus"}, "measurements": [{"name": "score", "value": 0.25}]}},
+        {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [square, [[[20, 20], [30, 20], [30, 30]]]]},
+         "properties": {"classification": "Tumor"}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]}, "properties": {}},
+    ]
+    (tmp_path / "qupath.geojson").write_text(json.dumps(features))
+    outlines = read_geojson(tmp_path / "qupath.geojson")
+    assert [(o.id, o.category, o.score) for o in outlines] == [
+        (1, CellClass.NUCLEUS, 0.25), (2, CellClass.CYTOPLASM, 1.0), (2, CellClass.CYTOPLASM, 1.0)]
+    assert [o.area for o in outlines] == [100.0, 100.0, 50.0]

@@ -113,19 +113,24 @@ def open_geojson(path: str | Path) -> Iterator[GeoJSONWriter]:
 
 
 def read_geojson(path: str | Path) -> list[Outline]:
-    """QuPath GeoJSON (donet's, or QuPath's own export) as outlines: cells with their
-    `nucleusGeometry`, objects classified as nuclei, anything else as cells."""
+    """QuPath GeoJSON (donet's, or QuPath's own export: a FeatureCollection, a list of
+    features or one feature) as outlines: cells with their `nucleusGeometry`, objects
+    classified as nuclei, anything else as cells; points and lines are skipped."""
     try:
-        features = json.loads(Path(path).read_text()).get("features", [])
-    except (OSError, ValueError, AttributeError) as exc:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
         raise DonetError(path, f"not a readable GeoJSON file ({exc})") from None
+    features = data if isinstance(data, list) else data.get("features", [data]) if isinstance(data, dict) else []
     outlines: list[Outline] = []
     last = 0
-    for feature in features:
+    for feature in (f for f in features if isinstance(f, dict)):
         props = feature.get("properties") or {}
-        classification = (props.get("classification") or {}).get("name", "")
-        category = CellClass.NUCLEUS if classification.lower().startswith("nucle") else CellClass.CYTOPLASM
+        classification = props.get("classification") or {}
+        name = classification.get("name", "") if isinstance(classification, dict) else str(classification)
+        category = CellClass.NUCLEUS if name.lower().startswith("nucle") else CellClass.CYTOPLASM
         measured = props.get("measurements") or {}
+        if isinstance(measured, list):  # QuPath before 0.4: [{"name": ..., "value": ...}]
+            measured = {m.get("name"): m.get("value") for m in measured if isinstance(m, dict)}
         score = float(measured.get("score", 1.0))
         # donet names features ".../cell/7"; QuPath's own exports are numbered in order.
         named = str(props.get("name", "")).rsplit("/", 1)[-1]
@@ -141,7 +146,9 @@ def read_geojson(path: str | Path) -> list[Outline]:
 
 def _outlines(geometry: dict | None, number: int, category: CellClass, score: float,
               parent: int | None) -> list[Outline]:
-    if not geometry:
-        return []
-    polygons = [geometry["coordinates"]] if geometry["type"] == "Polygon" else geometry.get("coordinates", [])
-    return [Outline(number, category, np.asarray(polygon[0], dtype=float), score, parent) for polygon in polygons]
+    """The outer ring of each polygon of a Polygon or MultiPolygon; nothing of other kinds."""
+    kind = (geometry or {}).get("type")
+    polygons = [geometry["coordinates"]] if kind == "Polygon" else geometry["coordinates"] if kind == "MultiPolygon" \
+        else []
+    return [Outline(number, category, np.asarray(polygon[0], dtype=float), score, parent)
+            for polygon in polygons if polygon and len(polygon[0]) >= 3]

@@ -70,7 +70,7 @@ class Level:
         y0, y1, step_y = rows.indices(self.shape[0])
         x0, x1, step_x = cols.indices(self.shape[1])
         if y1 <= y0 or x1 <= x0:
-            return np.zeros((0, 0, *self.shape[2:]), dtype=np.uint8)
+            return np.zeros((0, 0, *self.shape[2:]), dtype=self.dtype)
         try:
             region = self._read(y0, x0, y1 - y0, x1 - x0)
         except Exception as exc:  # decoders (imagecodecs, OpenSlide, zarr) raise their own kinds
