@@ -1,6 +1,6 @@
 """`--diameter auto` against images at another magnification.
 
-    python benchmarks/diameter_auto.py --out benchmarks/results/diameter_auto.json [--scales 0.5 0.7 1.4 2.0]
+    python benchmarks/diameter_auto.py --out benchmarks/results/diameter_auto.json [--scales 0.5 0.7 1.4 2.0] [--split-only]
 
 test90 and the 9 held-out train45 images of the split (every fifth; the shipped model saw
 them in training) are rescaled by each factor (images bilinear, masks nearest) and
@@ -55,11 +55,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 0.7, 1.4, 2.0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--split-only", action="store_true", help="only the train45 split (where settings are chosen)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model()
     sets = {"test90": list(open_dataset(DATA / "isbi2014_test")),
             "train45 held-out 9 (seen in training)": holdout_split(open_dataset(DATA / "isbi2014_train"))[1]}
+    if args.split_only:
+        del sets["test90"]
     results = {**provenance(), "model_cell_diameter": model.config.cell_diameter}
     for set_name, samples in sets.items():
         rows = {}
