@@ -230,3 +230,21 @@ def test_backbone_weights_load_from_a_local_file(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
     with pytest.raises(DonetError, match="do not fit"):
         build_model("maskrcnn", backbone_weights=str(tmp_path / "wrong.pth"), **SMALL)
+
+
+@pytest.mark.parametrize("preset", ["maskrcnn", "donet"])
+def test_cell_masks_are_taken_in_boxes_grown_by_the_margin(preset):
+    from donet.modeling.roi_heads import grown
+
+    torch.manual_seed(0)
+    model = build_model(preset, mask_box_margin=0.25, box_score_thresh=0.0, **SMALL).train()
+    images, targets = batch()
+    assert torch.isfinite(sum(model(images, targets).values()))
+    model.eval()
+    with torch.no_grad():  # an image the transform enlarges: mask boxes are mapped back like boxes
+        [output] = model([torch.rand(3, 64, 80)])
+    cells = output["labels"] == 1
+    assert cells.any() and (~cells).any()
+    assert torch.allclose(output["mask_boxes"][cells], grown(output["boxes"][cells], 0.25), atol=1e-3)
+    assert torch.equal(output["mask_boxes"][~cells], output["boxes"][~cells])  # nuclei keep their boxes
+    assert torch.equal(grown(torch.tensor([[10.0, 20, 50, 40]]), 0.25), torch.tensor([[0.0, 15, 60, 45]]))

@@ -18,7 +18,8 @@ def constant(value, n=1):
 
 
 def detection(boxes, labels, scores, mask, intersection=None, complement=None):
-    found = {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
+    boxes = torch.tensor(boxes, dtype=torch.float32)
+    found = {"boxes": boxes, "mask_boxes": boxes, "labels": torch.tensor(labels),
              "scores": torch.tensor(scores), "mask_probs": torch.cat(mask)}
     if intersection is not None:
         found["intersection_probs"], found["complement_probs"] = torch.cat(intersection), torch.cat(complement)
@@ -85,7 +86,8 @@ def test_the_recombined_map_at_the_mask_threshold_is_the_pasted_instance_masks()
     probs = (probs - probs.mean()) * 8 + 0.5  # smooth, about half above 0.5
     corners = torch.rand(6, 2, generator=generator) * 40
     boxes = torch.cat([corners, corners + 10 + torch.rand(6, 2, generator=generator) * 30], dim=1)
-    found = {"boxes": boxes, "labels": torch.tensor([CELL] * 6), "scores": torch.ones(6), "mask_probs": probs}
+    found = {"boxes": boxes, "mask_boxes": boxes, "labels": torch.tensor([CELL] * 6), "scores": torch.ones(6),
+             "mask_probs": probs}
     size = (90, 90)
     union = np.zeros(size, bool)
     for top, left, mask in paste_thresholded(probs, boxes, torch.full((6,), 0.5)):
@@ -103,7 +105,8 @@ def test_a_large_cell_is_pasted_where_its_heatmap_shows_it():
     probs = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 34, 34, generator=generator), 7, stride=1)[:, 0]
     probs = (probs - probs.mean()) * 8 + 0.5
     box = torch.tensor([[100.3, 50.2, 235.3, 185.2]])
-    found = {"boxes": box, "labels": torch.tensor([CELL]), "scores": torch.ones(1), "mask_probs": probs}
+    found = {"boxes": box, "mask_boxes": box, "labels": torch.tensor([CELL]), "scores": torch.ones(1),
+             "mask_probs": probs}
     [(top, left, mask)] = paste_thresholded(probs, box, torch.tensor([0.5]))
     placed = np.zeros((300, 300), bool)
     placed[top:top + mask.shape[0], left:left + mask.shape[1]] = mask

@@ -52,8 +52,8 @@ class FieldOfView:
             probs.append(roi_align(local[None, None], rois, (28, 28), 1.0)[0, 0])
             boxes.append(box[0])
             labels.append(int(inst.category))
-        empty = torch.zeros(0, 4)
-        return {"boxes": torch.stack(boxes) if boxes else empty, "labels": torch.tensor(labels, dtype=torch.int64),
+        boxes = torch.stack(boxes) if boxes else torch.zeros(0, 4)
+        return {"boxes": boxes, "mask_boxes": boxes, "labels": torch.tensor(labels, dtype=torch.int64),
                 "scores": torch.ones(len(boxes)), "mask_probs": torch.stack(probs) if probs else torch.zeros(0, 28, 28)}
 
 

@@ -345,7 +345,7 @@ def probability_maps(detection: dict[str, torch.Tensor], size: tuple[int, int],
         if key not in detection:
             continue
         total = np.zeros(size, dtype=np.float32)
-        probs, boxes = detection[key][keep], detection["boxes"][keep]
+        probs, boxes = detection[key][keep], detection["mask_boxes"][keep]
         for start in range(0, len(probs), CHUNK):
             chunk = slice(start, start + CHUNK)
             pasted = paste_masks_in_image(probs[chunk, None], boxes[chunk], size, padding=1)[:, 0]

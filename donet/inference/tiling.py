@@ -190,7 +190,7 @@ def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold
         return []
     categories = [CellClass(int(labels[k])) for k in chosen]
     index = torch.as_tensor(chosen, device=boxes.device)
-    pasted = paste_thresholded(detection["mask_probs"][keep][index], boxes[index],
+    pasted = paste_thresholded(detection["mask_probs"][keep][index], detection["mask_boxes"][keep][index],
                                torch.tensor([thresholds[c] for c in categories]))
     pieces = []
     for k, category, seam, (top, left, mask) in zip(chosen, categories, on_seam, pasted):

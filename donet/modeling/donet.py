@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 
 from .backbone import resnet_fpn
@@ -53,6 +53,7 @@ def roi_heads(config: ModelConfig, num_classes: int, deoverlap: bool, mask_roi_s
         mask_roi_pool=MultiScaleRoIAlign(levels, mask_roi_size, 2),
         mask_head=MaskHead(channels, width, num_classes),
         config=config,
+        mask_margin=config.mask_box_margin if deoverlap else 0.0,
         drm=DualPathRegionModule(channels, width, num_classes, config.concat_unit_depth)
         if deoverlap and config.drm else None,
         fusion=FusionUnit(channels, width, config.fusion_unit_depth) if deoverlap and config.crm else None,
@@ -92,7 +93,7 @@ class DoNet(GeneralizedRCNN):
             losses.update(roi_losses)
             if self.training:
                 return losses
-            return self.transform.postprocess(detections, images.image_sizes, original_sizes)
+            return _postprocess(self.transform, detections, images.image_sizes, original_sizes)
 
         cell_targets = _of_class(targets, CYTOPLASM_LABEL)
         nucleus_targets = _of_class(targets, NUCLEUS_LABEL)
@@ -113,13 +114,21 @@ class DoNet(GeneralizedRCNN):
         if self.training:
             return losses
         detections = [_merge(c, n) for c, n in zip(cells, nuclei)]
-        detections = self.transform.postprocess(detections, images.image_sizes, original_sizes)
+        detections = _postprocess(self.transform, detections, images.image_sizes, original_sizes)
         for detection, image_map, resized, original in zip(detections, attention, images.image_sizes, original_sizes):
             # The map covers the padded batch: crop to this image, then back to its input size.
             h, w = (-(-s // P2_STRIDE) for s in resized)
             detection["attention"] = F.interpolate(image_map[None, :, :h, :w], size=original, mode="bilinear",
                                                    align_corners=False)[0, 0]
         return detections
+
+
+def _postprocess(transform: GeneralizedRCNNTransform, detections, resized, original):
+    """The transform's postprocess, which maps `boxes` back to the input images, for the
+    `mask_boxes` too."""
+    for detection, before, after in zip(detections, resized, original):
+        detection["mask_boxes"] = resize_boxes(detection["mask_boxes"], before, after)
+    return transform.postprocess(detections, resized, original)
 
 
 def _pooled(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -154,6 +163,7 @@ def _merge(cells: dict[str, torch.Tensor], nuclei: dict[str, torch.Tensor]) -> d
 
     merged = {
         "boxes": torch.cat([cells["boxes"], nuclei["boxes"]]),
+        "mask_boxes": torch.cat([cells["mask_boxes"], nuclei["mask_boxes"]]),
         "labels": torch.cat([torch.full_like(cells["labels"], CYTOPLASM_LABEL),
                              torch.full_like(nuclei["labels"], NUCLEUS_LABEL)]),
         "scores": torch.cat([cells["scores"], nuclei["scores"]]),

@@ -38,6 +38,14 @@ class MaskOutputs:
         return self.recombined if self.recombined is not None else self.coarse
 
 
+def grown(boxes: torch.Tensor, margin: torch.Tensor | float) -> torch.Tensor:
+    """(x0, y0, x1, y1) `boxes` grown on every side by `margin` (one per box, or one for all)
+    times their width and height."""
+    margin = torch.as_tensor(margin, dtype=boxes.dtype, device=boxes.device).reshape(-1, 1)
+    grow = (boxes[:, 2:] - boxes[:, :2]) * margin
+    return torch.cat([boxes[:, :2] - grow, boxes[:, 2:] + grow], dim=1)
+
+
 def roi_mask_targets(codes: list[torch.Tensor], rois: list[torch.Tensor], matched: list[torch.Tensor], size: int):
     """Whole, intersection and complement targets of each RoI, (K, size, size) each, cropped
     from the full-resolution decomposition as torchvision crops instance masks."""
@@ -59,21 +67,30 @@ def mask_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor)
 
 
 class DeoverlapRoIHeads(RoIHeads):
-    """`mask_head` is H_i. With `drm` set, H_o and H_m; with `fusion` set too, CRM."""
+    """`mask_head` is H_i. With `drm` set, H_o and H_m; with `fusion` set too, CRM. Cells'
+    masks are learnt and predicted in their boxes grown by `mask_margin` (`grown`); each
+    detection's `mask_boxes` says where its mask lies."""
 
     def __init__(self, box_roi_pool, box_head, box_predictor, mask_roi_pool, mask_head: MaskHead,
-                 config: ModelConfig, drm: DualPathRegionModule | None = None, fusion: FusionUnit | None = None):
+                 config: ModelConfig, drm: DualPathRegionModule | None = None, fusion: FusionUnit | None = None,
+                 mask_margin: float = 0.0):
         super().__init__(
             box_roi_pool, box_head, box_predictor,
             fg_iou_thresh=0.5, bg_iou_thresh=0.5,
             batch_size_per_image=config.box_batch_size_per_image, positive_fraction=0.25,
-            bbox_reg_weights=None, score_thresh=config.box_score_thresh, nms_thresh=0.5,
+            bbox_reg_weights=None, score_thresh=config.box_score_thresh, nms_thresh=config.box_nms_thresh,
             detections_per_img=config.detections_per_img,
             mask_roi_pool=mask_roi_pool, mask_head=mask_head,
         )
         self.drm = drm
         self.fusion = fusion
         self.config = config
+        self.mask_margin = mask_margin
+
+    def mask_boxes(self, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Where the masks of `boxes` are taken: cells' (label 1 in either stack's numbering)
+        grown by the margin; nuclei, which never lie under a neighbour, keep theirs."""
+        return grown(boxes, (labels == 1) * self.mask_margin) if self.mask_margin else boxes
 
     def mask_branch(self, roi_features: torch.Tensor) -> MaskOutputs:
         coarse_features = self.mask_head.features(roi_features)
@@ -116,20 +133,22 @@ class DeoverlapRoIHeads(RoIHeads):
             loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
             losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
             positive = [torch.where(image_labels > 0)[0] for image_labels in labels]
-            rois = [p[keep] for p, keep in zip(proposals, positive)]
+            rois = [self.mask_boxes(p[keep], image_labels[keep])
+                    for p, image_labels, keep in zip(proposals, labels, positive)]
             matched = [m[keep] for m, keep in zip(matched_idxs, positive)]
             roi_labels = torch.cat([image_labels[keep] for image_labels, keep in zip(labels, positive)])
             outputs = self.mask_branch(self.mask_roi_pool(features, rois, image_shapes))
             losses.update(self.mask_losses(outputs, roi_labels, [t["masks"] for t in targets], rois, matched))
             if attention_cells and self.config.attention_from_ground_truth:
-                rois = [t["boxes"] for t in targets]
+                rois = [self.mask_boxes(t["boxes"], t["labels"]) for t in targets]
                 roi_labels = torch.cat([t["labels"] for t in targets])
                 outputs = self.mask_branch(self.mask_roi_pool(features, rois, image_shapes))
             final = labelled_channel(outputs.final, roi_labels)
             return [], losses, list(zip(rois, final.split([len(r) for r in rois])))
 
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
-        outputs = self.mask_branch(self.mask_roi_pool(features, boxes, image_shapes))
+        mask_boxes = [self.mask_boxes(b, image_labels) for b, image_labels in zip(boxes, labels)]
+        outputs = self.mask_branch(self.mask_roi_pool(features, mask_boxes, image_shapes))
         roi_labels = torch.cat(labels)
         counts = [len(b) for b in boxes]
         probs = {"mask_probs": outputs.final}
@@ -140,7 +159,7 @@ class DeoverlapRoIHeads(RoIHeads):
         final = labelled_channel(outputs.final, roi_labels).split(counts)
         detections = []
         for i in range(len(boxes)):
-            detection = {"boxes": boxes[i], "labels": labels[i], "scores": scores[i]}
+            detection = {"boxes": boxes[i], "mask_boxes": mask_boxes[i], "labels": labels[i], "scores": scores[i]}
             detection.update({k: v[i] for k, v in probs.items()})
             detections.append(detection)
-        return detections, {}, list(zip(boxes, final))
+        return detections, {}, list(zip(mask_boxes, final))
