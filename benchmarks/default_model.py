@@ -5,12 +5,13 @@
     python benchmarks/default_model.py --out runs/default --ship --resume # after an interruption
     python benchmarks/default_model.py --out runs/ladder/maskrcnn --preset maskrcnn   # a ladder rung
     python benchmarks/default_model.py --out runs/split/no_gt --holdout --set attention_from_ground_truth=false
+    python benchmarks/default_model.py --out runs/split/dihedral --holdout --set vertical_flip=true transpose=true
 
 Trains `--preset` (default donet, light size) on $DONET_DATA/isbi2014/isbi2014_train with the
 recipe below and takes the FINAL checkpoint (nothing is selected on test90, or at all). It
 then evaluates on test90 (reporting only), or with `--holdout` trains on 36 of the 45 images
 and evaluates on the other 9 (every fifth image): that split is where levers are measured.
-`--set FIELD=VALUE` overrides a model field. Interrupted, the same command with `--resume`
+`--set FIELD=VALUE` overrides a model or training field. Interrupted, the same command with `--resume`
 continues the run from its last checkpoint. The device is CUDA where available (with mixed precision), else
 the CPU (2 threads by default).
 """
@@ -30,6 +31,7 @@ from donet.atomic import write_text_atomic
 from donet.evaluation import json_safe
 from donet.inference import evaluate_model
 from donet.io import open_dataset
+from donet.modeling import ModelConfig
 from donet.modeling.weights import DEFAULT_MODEL, load_model, save_weights
 from donet.training import DataSpec, TrainConfig, train
 
@@ -43,12 +45,18 @@ MODEL = {"nucleus_mask_roi_size": 28}
 TRAIN_SCALES = tuple(size / 512 for size in range(352, 673, 32))
 
 
-def recipe(preset: str, iterations: int = ITERATIONS, seed: int = 0, model: dict | None = None) -> TrainConfig:
+def recipe(preset: str, iterations: int = ITERATIONS, seed: int = 0, overrides: dict | None = None) -> TrainConfig:
     """The light size's schedule (AdamW 0.001, warm-up 10%, x0.1 at 75% and 90%, flips,
-    brightness/contrast jitter) with wider scale jitter and the model overrides above."""
+    brightness/contrast jitter) with wider scale jitter and the model fields above;
+    `overrides` sets fields of the model (`ModelConfig`) or of the run (`TrainConfig`)."""
+    overrides = dict(overrides or {})
+    model = {key: overrides.pop(key) for key in list(overrides) if key in ModelConfig.model_fields}
+    unknown = set(overrides) - set(TrainConfig.model_fields)
+    if unknown:
+        raise SystemExit(f"--set: {', '.join(sorted(unknown))} is neither a model nor a training field")
     return TrainConfig(
         preset=preset, size="light", seed=seed, train=DataSpec(path=str(DATA / "isbi2014_train")),
-        model={**MODEL, **(model or {})}, iterations=iterations, train_scales=TRAIN_SCALES, log_period=20)
+        model={**MODEL, **model}, iterations=iterations, train_scales=TRAIN_SCALES, log_period=20, **overrides)
 
 
 def holdout_split(dataset) -> tuple[list, list]:
@@ -72,7 +80,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=ITERATIONS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", action="store_true", help="train on 36 images of train45, evaluate on 9")
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="model field overrides")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="model or training field overrides")
     parser.add_argument("--resume", action="store_true", help="continue the stopped run in --out")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ship", action="store_true", help="write the final model, float16, into donet/models/")

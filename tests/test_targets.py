@@ -85,6 +85,31 @@ def test_random_flips_keep_boxes_and_masks_together(sample):
     assert same_image is image and same is target
 
 
+def test_with_transposes_all_eight_symmetries_of_the_square_come_with_their_masks(sample):
+    image = torch.from_numpy(sample.image.astype(np.float32))[None].expand(3, -1, -1)
+    target = training_target(sample)
+    masks = sample.masks()  # (N, H, W)
+    symmetries = {}  # the image each symmetry makes, by its (0, 0) and (0, 1) values
+    for k in range(4):
+        for mirrored in (False, True):
+            turned = np.rot90(masks, k, axes=(1, 2))
+            turned = turned[:, :, ::-1] if mirrored else turned
+            pixels = np.rot90(sample.image, k)
+            pixels = pixels[:, ::-1] if mirrored else pixels
+            symmetries[int(pixels[0, 0]), int(pixels[0, 1])] = turned
+    assert len(symmetries) == 8
+    seen = set()
+    rng = np.random.default_rng(0)
+    for _ in range(64):
+        moved_image, moved = random_flips(image, target, rng, horizontal=True, vertical=True, transposed=True)
+        key = int(moved_image[0, 0, 0]), int(moved_image[0, 0, 1])
+        assert np.array_equal(moved["masks"].numpy() > 0, symmetries[key])
+        assert torch.equal(moved["boxes"], tight_boxes(moved["masks"]))
+        assert moved_image.shape[1:] == moved["masks"].shape[1:]
+        seen.add(key)
+    assert len(seen) == 8
+
+
 def roi_align_weights(start: int, length: int, size: int, extent: int) -> np.ndarray:
     """(size, extent) weights of RoIAlign (aligned=False, adaptive sampling) along one axis for
     a RoI at integer `start` spanning `length` = k * size pixels: each bin averages k samples

@@ -17,11 +17,21 @@ def flip(image: torch.Tensor, target: dict[str, torch.Tensor], horizontal: bool)
     return image.flip(axis), {**target, "boxes": boxes, "masks": target["masks"].flip(axis)}
 
 
-def random_flips(image, target, rng: np.random.Generator, horizontal: bool, vertical: bool):
+def transpose(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """Mirror an image with its boxes and masks about its main diagonal."""
+    return image.transpose(-1, -2), {**target, "boxes": target["boxes"][:, [1, 0, 3, 2]],
+                                     "masks": target["masks"].transpose(-1, -2)}
+
+
+def random_flips(image, target, rng: np.random.Generator, horizontal: bool, vertical: bool, transposed: bool = False):
+    """Each allowed mirroring with probability 1/2: with all three, the eight symmetries of
+    the square (the 90-degree rotations among them) come equally often."""
     if horizontal and rng.random() < 0.5:
         image, target = flip(image, target, horizontal=True)
     if vertical and rng.random() < 0.5:
         image, target = flip(image, target, horizontal=False)
+    if transposed and rng.random() < 0.5:
+        image, target = transpose(image, target)
     return image, target
 
 

@@ -66,6 +66,7 @@ class TrainConfig(BaseModel):
     # side drawn from `train_scales` times the model's min_size; (schedule)), cluster augmentor.
     horizontal_flip: bool = True
     vertical_flip: bool = False
+    transpose: bool = False  # with both flips: all eight rotations and mirrorings of the square
     train_scales: tuple[float, ...]
     # Brightness and contrast jitter (not in the paper: 0 and 0 reproduce it). Staining and
     # illumination differ between slides: ISBI test90's background is darker and flatter than

@@ -265,7 +265,7 @@ def training_batch(config: TrainConfig, train_set: Sequence[AnnotatedImage], aug
         if augmentor is not None:
             sample = augmentor.maybe_replace(sample, rng, config.cluster_augmentation.probability)
         image, target = random_flips(image_tensor(sample.image), training_target(sample), rng,
-                                     config.horizontal_flip, config.vertical_flip)
+                                     config.horizontal_flip, config.vertical_flip, config.transpose)
         if crop is not None:
             image, target = random_crop(image, target, crop, rng)
         if config.brightness or config.contrast:
