@@ -276,6 +276,20 @@ def inference_levers() -> str:
                  "inference_levers_cpu_holdout")
 
 
+def crowding() -> str:
+    data = load("crowding_holdout")
+    bins = list(data["levers"][0]["recall_by_clump_size"])
+    rows = [[lever["lever"], f"{lever['cytoplasm mAP']:.2f}", f"{lever['nucleus mAP']:.2f}",
+             f"{lever['cytoplasm AJI']:.2f}"]
+            + [pct(lever["recall_by_clump_size"][b]["recall"]) for b in bins]
+            + [pct(lever["clipped"]["clipped"])] for lever in data["levers"]]
+    truth = data["truth_clipped"]
+    rows.append(["ground truth", "", "", ""] + [str(data["levers"][0]["recall_by_clump_size"][b]["cells"]) + " cells"
+                                               for b in bins] + [pct(truth["clipped"])])
+    return table(["lever", "mAP cyto", "mAP nuc", "AJI cyto"] + [f"recall, overlapping {b}" for b in bins]
+                 + ["masks cut straight"], rows, "crowding_holdout")
+
+
 LADDER_COLUMNS = [("coco", "ap", "mAP"), ("paper", "dice", "Dice"), ("paper", "f1", "F1"), ("paper", "aji", "AJI")]
 
 
@@ -347,7 +361,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
-    "cluster_aug": cluster_aug,
+    "cluster_aug": cluster_aug, "crowding": crowding,
 }
 
 
