@@ -361,7 +361,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
-    "cluster_aug": cluster_aug, "crowding": crowding,
+    "cluster_aug": cluster_aug,
 }
 
 
