@@ -65,6 +65,23 @@ def holdout_split(dataset) -> tuple[list, list]:
     return ([s for i, s in enumerate(samples) if i % 5 != 4], [s for i, s in enumerate(samples) if i % 5 == 4])
 
 
+def training_seconds(run: Path) -> float | None:
+    """The run's training time over all its sessions: each resumed process counts its
+    seconds from zero in metrics.jsonl, so the last count of each is summed."""
+    log = run / "metrics.jsonl"
+    if not log.exists():
+        return None
+    total, last = 0.0, 0.0
+    for line in log.read_text().splitlines():
+        seconds = json.loads(line).get("seconds")
+        if seconds is None:
+            continue
+        if seconds < last:  # a new process
+            total += last
+        last = seconds
+    return round(total + last, 1)
+
+
 def parse_value(text: str):
     """JSON where the value is JSON (true, 28, 0.5), else the text itself."""
     try:
@@ -103,6 +120,7 @@ def main() -> None:
     results["evaluated_on"] = "train45 held-out 9 (every fifth image)" if args.holdout else "test90"
     results["checkpoint"] = str(checkpoint)
     results["training_seconds_this_session"] = round(seconds, 1)
+    results["training_seconds_all_sessions"] = training_seconds(args.out)
     write_text_atomic(args.out / "evaluation.json", json.dumps(json_safe(results), indent=2))
     classes = results["classes"]
     print(f"{args.out}: {results['evaluated_on']}: cytoplasm mAP {100 * classes['cytoplasm']['coco']['ap']:.2f}, "

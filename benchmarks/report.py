@@ -239,7 +239,8 @@ def evaluations(rows: dict[str, str], columns: list[str], training: bool = False
     body = []
     for label, name in rows.items():
         classes = load(name)["classes"]
-        cells = [label] + ([minutes(load(name).get("training_seconds_this_session"))] if training else [])
+        seconds = load(name).get("training_seconds_all_sessions") or load(name).get("training_seconds_this_session")
+        cells = [label] + ([minutes(seconds)] if training else [])
         body.append(cells + [pct(classes[c][p][m]) for c, p, m in (EVALUATION_COLUMNS[col] for col in columns)])
     return table(["run"] + (["training"] if training else []) + columns, body, *rows.values())
 
