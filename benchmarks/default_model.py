@@ -54,9 +54,10 @@ def recipe(preset: str, iterations: int = ITERATIONS, seed: int = 0, overrides: 
     unknown = set(overrides) - set(TrainConfig.model_fields)
     if unknown:
         raise SystemExit(f"--set: {', '.join(sorted(unknown))} is neither a model nor a training field")
-    return TrainConfig(
-        preset=preset, size="light", seed=seed, train=DataSpec(path=str(DATA / "isbi2014_train")),
-        model={**MODEL, **model}, iterations=iterations, train_scales=TRAIN_SCALES, log_period=20, **overrides)
+    return TrainConfig(**{
+        "preset": preset, "size": "light", "seed": seed, "train": DataSpec(path=str(DATA / "isbi2014_train")),
+        "model": {**MODEL, **model}, "iterations": iterations, "train_scales": TRAIN_SCALES, "log_period": 20,
+        **overrides})
 
 
 def holdout_split(dataset) -> tuple[list, list]:

@@ -49,6 +49,20 @@ def test_recall_is_split_by_how_many_cells_a_true_cell_overlaps():
     assert recall_by_clump_size([sample], {})["1"] == {"cells": 2, "recall": 0.0}
 
 
+def test_a_match_above_the_threshold_is_not_traded_for_two_below_it():
+    def band(x0, x1):
+        mask = np.zeros(SIZE, bool)
+        mask[10:60, x0:x1] = True
+        return mask
+
+    left, right = band(0, 100), band(100, 200)  # side by side, not overlapping
+    sample = AnnotatedImage("pair", np.zeros(SIZE, np.uint8), [cell(1, left), cell(2, right)])
+    # IoU 0.53 with left (and 0.33 with right); the other IoU 0.45 with left: summing every
+    # IoU would pair them crosswise and match nothing.
+    found = [cell(1, band(20, 150)), cell(2, band(0, 45))]
+    assert recall_by_clump_size([sample], {"pair": found})["0"] == {"cells": 2, "recall": 0.5}
+
+
 def test_a_mask_cut_by_its_box_is_told_from_a_round_one_and_from_one_cut_by_the_image():
     size = (200, 300)
     round_cell = disk_mask((100, 120), 60, size)  # its flat pixel runs at the extremes are ~18% of a side

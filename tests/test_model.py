@@ -248,3 +248,22 @@ def test_cell_masks_are_taken_in_boxes_grown_by_the_margin(preset):
     assert torch.allclose(output["mask_boxes"][cells], grown(output["boxes"][cells], 0.25), atol=1e-3)
     assert torch.equal(output["mask_boxes"][~cells], output["boxes"][~cells])  # nuclei keep their boxes
     assert torch.equal(grown(torch.tensor([[10.0, 20, 50, 40]]), 0.25), torch.tensor([[0.0, 15, 60, 45]]))
+
+
+def test_training_learns_cell_masks_in_the_grown_boxes_too():
+    from donet.modeling.roi_heads import grown
+
+    images, targets = batch()
+    seen = {}
+    for margin in (0.0, 0.25):
+        torch.manual_seed(0)
+        model = build_model("donet", mask_box_margin=margin, **SMALL).train()
+        rois = []
+        model.roi_heads.mask_roi_pool.register_forward_hook(lambda module, args, out: rois.append(args[1]))
+        torch.manual_seed(1)  # the same proposals sampled
+        model(images, targets)
+        seen[margin] = rois
+    assert len(seen[0.0]) == len(seen[0.25]) == 2  # the sampled positives, then the true cells for MRP
+    for plain, wide in zip(seen[0.0], seen[0.25]):
+        assert all(torch.allclose(b, grown(a, 0.25)) for a, b in zip(plain, wide))
+        assert any(len(a) for a in plain)

@@ -112,3 +112,22 @@ def test_a_large_cell_is_pasted_where_its_heatmap_shows_it():
     placed[top:top + mask.shape[0], left:left + mask.shape[1]] = mask
     assert placed.sum() > 5000
     assert ((probability_maps(found, (300, 300), 0.0)["recombined"] >= 0.5) != placed).sum() <= 2
+
+
+def test_masks_lie_in_their_mask_boxes_not_their_detection_boxes():
+    """A model with `mask_box_margin` predicts each cell's mask in its grown box: the heatmap
+    and the instances must both paste it there."""
+    from donet.inference.tiling import instances, segment_tiled
+
+    box, grown = torch.tensor([[30.0, 20.0, 60.0, 40.0]]), torch.tensor([[24.0, 16.0, 66.0, 44.0]])
+    found = {"boxes": box, "mask_boxes": grown, "labels": torch.tensor([CELL]), "scores": torch.ones(1),
+             "mask_probs": constant(0.9)}
+    # The grown box's pixels, give or take the one-pixel ring the paste's interpolation blurs.
+    core, hull = np.zeros(SIZE, bool), np.zeros(SIZE, bool)
+    core[17:43, 25:65] = True
+    hull[15:45, 23:67] = True
+    pasted = probability_maps(found, SIZE, 0.0)["recombined"] >= 0.5
+    assert pasted[core].all() and not pasted[~hull].any()
+    [cell] = instances(segment_tiled(lambda crops, corners: [found], np.zeros(SIZE, np.uint8), 128, 32, 0.5, 0.5),
+                       SIZE)
+    assert cell.mask[core].all() and not cell.mask[~hull].any()

@@ -60,12 +60,13 @@ class ModelConfig(BaseModel):
     rpn_batch_size_per_image: int = 256
     box_batch_size_per_image: int = 512
     box_score_thresh: float = 0.05
-    # Detections of one class overlapping more than this (box IoU) keep only the best: overlapping
-    # cells have overlapping boxes, so a clump loses cells when it is low.
+    # Cells overlapping more than this (box IoU) keep only the best: overlapping cells have
+    # overlapping boxes, so a clump loses cells when it is low. Nuclei, which do not overlap,
+    # keep torchvision's 0.5.
     box_nms_thresh: float = Field(0.5, gt=0, le=1)
     # A cell's mask is learnt and predicted in its box grown on every side by this share of the
     # box's width and height, so that a box smaller than its cell does not cut the mask
-    # straight (nuclei keep their boxes). Set at test time alone, masks come out too large.
+    # straight (nuclei keep their boxes). Learnt with the weights: a checkpoint keeps its own.
     mask_box_margin: float = Field(0.0, ge=0, le=1)
     # Crowded slides hold more than torchvision's and detectron2's 100 cells.
     detections_per_img: int = Field(300, ge=1)

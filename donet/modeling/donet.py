@@ -53,6 +53,8 @@ def roi_heads(config: ModelConfig, num_classes: int, deoverlap: bool, mask_roi_s
         mask_roi_pool=MultiScaleRoIAlign(levels, mask_roi_size, 2),
         mask_head=MaskHead(channels, width, num_classes),
         config=config,
+        # The cell stack (the only stack without MRP) takes the cell settings; nuclei keep the plain ones.
+        nms_thresh=config.box_nms_thresh if deoverlap else 0.5,
         mask_margin=config.mask_box_margin if deoverlap else 0.0,
         drm=DualPathRegionModule(channels, width, num_classes, config.concat_unit_depth)
         if deoverlap and config.drm else None,
@@ -64,7 +66,8 @@ class DoNet(GeneralizedRCNN):
     """Inputs as torchvision's detection models: a list of (3, H, W) float images in [0, 1]
     and, in training, targets with `boxes`, `labels` (1 cytoplasm, 2 nucleus) and `masks`
     (uint8 decomposition codes, see `roi_heads`). Returns losses in training; at test, per
-    image, `boxes`, `labels`, `scores`, `mask_probs` (28x28 per RoI), for DRM models
+    image, `boxes`, `labels`, `scores`, `mask_probs` (28x28 per RoI, lying in `mask_boxes`:
+    cells' boxes grown by `mask_box_margin`), for DRM models
     `intersection_probs` and `complement_probs`, and for MRP models the `attention` map."""
 
     def __init__(self, config: ModelConfig):

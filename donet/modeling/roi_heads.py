@@ -73,12 +73,12 @@ class DeoverlapRoIHeads(RoIHeads):
 
     def __init__(self, box_roi_pool, box_head, box_predictor, mask_roi_pool, mask_head: MaskHead,
                  config: ModelConfig, drm: DualPathRegionModule | None = None, fusion: FusionUnit | None = None,
-                 mask_margin: float = 0.0):
+                 nms_thresh: float = 0.5, mask_margin: float = 0.0):
         super().__init__(
             box_roi_pool, box_head, box_predictor,
             fg_iou_thresh=0.5, bg_iou_thresh=0.5,
             batch_size_per_image=config.box_batch_size_per_image, positive_fraction=0.25,
-            bbox_reg_weights=None, score_thresh=config.box_score_thresh, nms_thresh=config.box_nms_thresh,
+            bbox_reg_weights=None, score_thresh=config.box_score_thresh, nms_thresh=nms_thresh,
             detections_per_img=config.detections_per_img,
             mask_roi_pool=mask_roi_pool, mask_head=mask_head,
         )

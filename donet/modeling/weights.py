@@ -15,9 +15,11 @@ from .config import ModelConfig
 from .donet import DoNet
 
 # Fields that change the parameters' shapes or names, or what the modules compute with them
-# (RoI sizes, the attention switch): a checkpoint fits only a model that agrees on all.
+# (RoI sizes, the attention switch, the box a mask was learnt in): a checkpoint fits only a
+# model that agrees on all.
 ARCHITECTURE = ("drm", "crm", "mrp", "backbone", "fpn_channels", "mask_head_channels", "box_head_dim",
-                "concat_unit_depth", "fusion_unit_depth", "nucleus_mask_roi_size", "mrp_attention")
+                "concat_unit_depth", "fusion_unit_depth", "nucleus_mask_roi_size", "mrp_attention",
+                "mask_box_margin")
 # The scale the weights were trained at: it travels with them, whichever way they are loaded.
 SCALE = ("min_size", "max_size", "train_image_size", "cell_diameter", "microns_per_pixel")
 
