@@ -277,6 +277,14 @@ def inference_levers() -> str:
                  "inference_levers_cpu_holdout")
 
 
+def schedule_curve() -> str:
+    return evaluations({
+        "1600 iterations, H200 (mixed precision; nuclei at mask threshold 0.5)": "default_recipe_holdout_donet_h200_seed0",
+        "1600 iterations, CPU (float32; nuclei at mask threshold 0.5)": "cpu_holdout_split",
+        "3200 iterations, CPU (float32)": "v2_holdout_3200_cpu_seed0"},
+        ["mAP cyto", "mAP nuc", "AP75 nuc", "AJI cyto", "F1 cyto"], training=True)
+
+
 def crowding() -> str:
     data = load("crowding_holdout")
     bins = list(data["levers"][0]["recall_by_clump_size"])
@@ -362,7 +370,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
-    "cluster_aug": cluster_aug,
+    "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "crowding": crowding,
 }
 
 
