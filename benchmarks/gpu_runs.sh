@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# The default model, its Mask R-CNN and attention-off rungs, and three lever runs on the
-# train45 hold-out split, side by side on one GPU (each run is benchmarks/default_model.py;
-# see that file). Runs still training after $DEADLINE seconds are stopped and their last
-# checkpoint is evaluated instead (evaluation.json then names it). Each run's final (or last)
-# weights are also written in float16, as the shipped model is stored, to OUT/NAME_fp16.safetensors:
-# the models that `donet evaluate --model` scores on the CPU and that
-# benchmarks/default_model_figures.py --compare draws (runs/gpu/maskrcnn_fp16.safetensors).
-#     benchmarks/gpu_runs.sh runs/gpu
+# Model v2's runs side by side on one GPU (each run is benchmarks/default_model.py, 3200
+# iterations unless ITERATIONS is set; see that file): the default model, its Mask R-CNN
+# rung, and the levers on the train45 hold-out split (mask box margin, the eight symmetries,
+# a second seed, a longer schedule). Name runs after OUT to run only those. Runs still
+# training after $DEADLINE seconds are stopped and their last checkpoint is evaluated instead
+# (evaluation.json then names it). Each run's final (or last) weights are also written in
+# float16, as the shipped model is stored, to OUT/NAME_fp16.safetensors: the models that
+# `donet evaluate --model` scores on the CPU and that benchmarks/default_model_figures.py
+# --compare draws (runs/gpu/maskrcnn_fp16.safetensors).
+#     benchmarks/gpu_runs.sh runs/gpu [holdout_margin holdout_dihedral ...]
 set -u
 out=${1:-runs/gpu}
+shift || true
 deadline=${DEADLINE:-100000}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 declare -A runs=(
     [donet]=""
     [maskrcnn]="--preset maskrcnn"
-    [donet_no_attention]="--preset donet_no_attention"
-    [holdout_donet]="--holdout"
-    [holdout_sampled_attention]="--holdout --set attention_from_ground_truth=false"
-    [holdout_nucleus_roi14]="--holdout --set nucleus_mask_roi_size=14"
+    [holdout_margin]="--holdout --set mask_box_margin=0.1"
+    [holdout_dihedral]="--holdout --set vertical_flip=true transpose=true"
+    [holdout_seed1]="--holdout --seed 1"
+    [holdout_4800]="--holdout --iterations 4800"
 )
+if [ $# -gt 0 ]; then
+    for name in "${!runs[@]}"; do [[ " $* " == *" $name "* ]] || unset "runs[$name]"; done
+    [ ${#runs[@]} -gt 0 ] || { echo "no such run: $*" >&2; exit 2; }
+fi
 pids=()
 for name in "${!runs[@]}"; do
     python3 benchmarks/default_model.py --out "$out/$name" ${runs[$name]} ${ITERATIONS:+--iterations $ITERATIONS} > "$out/$name.log" 2>&1 &
