@@ -161,6 +161,19 @@ def measurements() -> str:
                  "measurements")
 
 
+def nucleus_annotation() -> str:
+    data = load("nucleus_annotation")
+    rows = []
+    for set_name, result in data.items():
+        if not isinstance(result, dict) or "matched" not in result:
+            continue
+        rows.append([set_name, result["matched"]] + [
+            f"{result[k]['median']:.3f} ({result[k]['q10']:.2f}-{result[k]['q90']:.2f})"
+            for k in ("predicted_over_true", "image_drawn_over_true")])
+    return table(["set", "matched nuclei", "predicted / true area", "image-drawn / true area"], rows,
+                 "nucleus_annotation")
+
+
 def diameter_auto() -> str:
     data = load("diameter_auto")
     rows = []
@@ -371,6 +384,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
     "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "crowding": crowding,
+    "nucleus_annotation": nucleus_annotation,
 }
 
 
