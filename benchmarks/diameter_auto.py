@@ -75,8 +75,9 @@ def main() -> None:
             true_diameter = median_diameter(truth)
             row = {"true_median_diameter": true_diameter}
             # "set": one diameter for all the images, the median of their own "auto" estimates.
+            set_estimate = None
             for mode in ("none", "auto", "set", "true"):
-                diameter = {"none": None, "auto": "auto", "true": true_diameter}.get(mode, set_estimate)
+                diameter = {"none": None, "auto": "auto", "set": set_estimate, "true": true_diameter}[mode]
                 started = time.perf_counter()
                 segmenter = Segmenter.keeping_every_detection(model, device="cpu", diameter=diameter)
                 done = list(segmenter.segment_many(truth))

@@ -174,18 +174,21 @@ def nucleus_annotation() -> str:
                  "nucleus_annotation")
 
 
-def diameter_auto() -> str:
-    data = load("diameter_auto")
+def diameter_auto(name: str = "diameter_auto") -> str:
+    data = load(name)
+    modes = ["none", "auto", "set", "true"] if "set" in next(
+        row for rows in data.values() if isinstance(rows, dict) and "1.0" in rows for row in rows.values()) \
+        else ["none", "auto", "true"]
+    labels = {"none": "no diameter", "auto": "`auto`, per image", "set": "one for the set", "true": "true diameter"}
     rows = []
     for set_name, scales in data.items():
         if not isinstance(scales, dict) or "1.0" not in scales:
             continue
         for scale, row in scales.items():
             rows.append([f"{set_name}, {scale} (cells {row['true_median_diameter']:.0f} px)"] + [
-                f"{row[mode]['cytoplasm_map']:.2f} / {row[mode]['nucleus_map']:.2f}" for mode in ("none", "auto", "true")]
+                f"{row[mode]['cytoplasm_map']:.2f} / {row[mode]['nucleus_map']:.2f}" for mode in modes]
                 + [f"{row['auto']['estimate_over_truth_median']:.2f}"])
-    return table(["set, scale", "no diameter", "`auto`", "true diameter", "auto's estimate / truth"], rows,
-                 "diameter_auto")
+    return table(["set, scale"] + [labels[m] for m in modes] + ["auto's estimate / truth"], rows, name)
 
 
 def focus_stacks() -> str:
@@ -384,7 +387,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
     "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "crowding": crowding,
-    "nucleus_annotation": nucleus_annotation,
+    "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
 }
 
 
