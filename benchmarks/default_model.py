@@ -37,7 +37,7 @@ from donet.training import DataSpec, TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "isbi2014"
-# Chosen on the train45 split: 3200 beat 1600 on every cytoplasm figure (benchmarks/README.md).
+# Chosen on the train45 split: 3200 beat 1600 on cytoplasm mAP and AJI (benchmarks/README.md).
 ITERATIONS = 3200
 # Finer nucleus masks (56 px): nuclei are found almost always, their AP is lost at high IoU.
 MODEL = {"nucleus_mask_roi_size": 28}
