@@ -18,7 +18,8 @@ from donet.data import CellClass
 from donet.data.instances import encode_mask
 from donet.data.stats import median_diameter
 from donet.errors import DonetError
-from donet.inference.files import Exports, write_exports
+from donet.distributed import Processes
+from donet.inference.files import Exports, segment_files, write_exports
 from donet.io import open_dataset, write_dataset
 from donet.modeling.weights import DEFAULT_MODEL
 from pictures import decode_colours
@@ -86,6 +87,48 @@ def test_auto_diameter_finds_the_scale_itself(model, train_image, factor):
     found = matched_cells(truth, list(result.masks(CellClass.CYTOPLASM)))
     unscaled = matched_cells(truth, list(donet.segment(model, pixels).masks(CellClass.CYTOPLASM)))
     assert found >= len(truth) - 2 and found > unscaled
+
+
+class _OtherProcess(Processes):
+    """Process 0 of 2 beside one that found `estimates` (what torchrun's all_gather returns)."""
+
+    def __init__(self, estimates):
+        super().__init__(0, 2)
+        self.estimates = estimates
+
+    def all_gather(self, item):
+        return [item, self.estimates]
+
+
+def test_auto_diameter_gives_a_set_of_images_one_diameter(model, train_image):
+    half = rescale(train_image.image, 0.5, anti_aliasing=True, preserve_range=True).astype(np.uint8)
+    images = [half, np.ascontiguousarray(half[::-1, 20:])]
+    segmenter = donet.Segmenter(model, device="cpu", diameter="auto")
+    own = [segmenter.segment_with_detection(image)[2] for image in images]
+    done = list(segmenter.segment_many(images))
+    set_diameter = float(np.median(own))
+    assert [d.diameter for d in done] == [pytest.approx(set_diameter)] * 2
+    at_set_diameter = donet.Segmenter(model, device="cpu", diameter=set_diameter)
+    for image, d in zip(images, done):
+        expected = list(at_set_diameter.segment(image).masks(CellClass.CYTOPLASM))
+        assert matched_cells(expected, list(d.result.masks(CellClass.CYTOPLASM)), iou=0.99) == len(expected)
+    # Under torchrun the other processes' estimates count too.
+    gathered = donet.Segmenter(model, processes=_OtherProcess([2 * own[0]] * 3), device="cpu", diameter="auto")
+    assert next(gathered.segment_many(images[:1])).diameter == pytest.approx(2 * own[0])
+
+
+def test_a_process_without_images_still_joins_the_diameter_estimate(model, train_image, tmp_path):
+    calls = []
+
+    class SecondProcess(Processes):
+        def all_gather(self, item):
+            calls.append(item)
+            return [item] * self.world
+
+    Image.fromarray(train_image.image).save(tmp_path / "cells.png")
+    segmenter = donet.Segmenter(model, processes=SecondProcess(1, 2), device="cpu", diameter="auto")
+    segment_files(segmenter, [tmp_path / "cells.png"], tmp_path / "out", Exports())  # process 0 takes the image
+    assert calls[0] == [] and len(calls) == 2  # the estimates, then the results
 
 
 def test_predict_and_evaluate_use_it_when_no_model_is_named(train_image, tmp_path):

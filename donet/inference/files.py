@@ -77,7 +77,7 @@ class InputReport:
     seconds: float = 0.0
     problem: str | None = None
     slide: dict | None = None
-    diameter: float | None = None  # with --diameter auto, the typical cell diameter found
+    diameter: float | None = None  # with --diameter auto, the typical cell diameter of the set
 
 
 @dataclass
@@ -234,7 +234,9 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     # Ordinary images are dealt round-robin over the processes; every process runs every slide.
     mine = [i for i in range(len(paths)) if i not in slides and i % processes.world == processes.rank]
     found, sizes, files, measured = {}, {}, {}, {}
-    for index, done in zip(mine, segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine])):
+    segmented = segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine])
+    # strict: the iterator runs to its end even with no images here (--diameter auto gathers then).
+    for index, done in zip(mine, segmented, strict=True):
         report = reports[index]
         report.seconds, report.problem, report.diameter = round(done.seconds, 3), done.problem, done.diameter
         if done.result is not None:
@@ -279,7 +281,7 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     if processes.main and len(report.failures) < len(reports):
         recorded = settings.model_dump(mode="json")
         if settings.diameter == "auto":
-            recorded["estimated_diameters"] = {item.name: item.diameter for item in reports if item.problem is None}
+            recorded["estimated_diameter"] = next((item.diameter for item in reports if item.diameter), None)
         write_text_atomic(folder / "settings.json", json.dumps(recorded, indent=2))
         report.outputs.append("settings.json")
         if exports.coco and found:
