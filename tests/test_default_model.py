@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from pictures import decode_colours
 from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy import ndimage
@@ -17,12 +18,11 @@ import donet
 from donet.data import CellClass
 from donet.data.instances import encode_mask
 from donet.data.stats import median_diameter
-from donet.errors import DonetError
 from donet.distributed import Processes
+from donet.errors import DonetError
 from donet.inference.files import Exports, segment_files, write_exports
 from donet.io import open_dataset, write_dataset
 from donet.modeling.weights import DEFAULT_MODEL
-from pictures import decode_colours
 
 
 @pytest.fixture(scope="module")
