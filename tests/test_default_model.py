@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from pictures import decode_colours
 from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy import ndimage
@@ -23,6 +22,7 @@ from donet.errors import DonetError
 from donet.inference.files import Exports, segment_files, write_exports
 from donet.io import open_dataset, write_dataset
 from donet.modeling.weights import DEFAULT_MODEL
+from pictures import decode_colours
 
 
 @pytest.fixture(scope="module")
