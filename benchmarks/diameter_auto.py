@@ -1,12 +1,13 @@
 """`--diameter auto` against images at another magnification.
 
-    python benchmarks/diameter_auto.py --out benchmarks/results/diameter_auto.json [--scales 0.5 0.7 1.4 2.0] [--split-only]
+    python benchmarks/diameter_auto.py --out benchmarks/results/diameter_auto.json [--scales 0.5 0.7 1.4 2.0] [--sets test90 split]
 
 test90 and the 9 held-out train45 images of the split (every fifth; the shipped model saw
 them in training) are rescaled by each factor (images bilinear, masks nearest) and
-segmented by the shipped model (or `--model`) without a diameter, with `diameter="auto"`
-(each image its own estimate), with one diameter for the set (the median of the images'
-"auto" estimates), and with the true median diameter of the rescaled cells given by hand.
+segmented by the shipped model (or `--model`) without a diameter, with each image's own
+estimate ("auto": `Segmenter.segment_with_detection` image by image), with the engine's
+`diameter="auto"` over the set ("set": `segment_many`, one diameter for all, the median of
+the first images' estimates), and with the true median diameter of the rescaled cells given by hand.
 Reported: cytoplasm and nucleus mAP, and the median ratio of the estimated to the true
 diameter.
 """
@@ -57,16 +58,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 0.7, 1.4, 2.0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--split-only", action="store_true", help="only the train45 split (where settings are chosen)")
+    parser.add_argument("--sets", nargs="+", choices=["test90", "split"], default=["test90", "split"],
+                        help="test90, and the train45 split (where settings are chosen)")
     parser.add_argument("--model", type=Path, help="default: the shipped model (which has seen the split)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     split = "train45 held-out 9 (seen in training)" if args.model is None else "train45 held-out 9"
-    sets = {"test90": list(open_dataset(DATA / "isbi2014_test")),
-            split: holdout_split(open_dataset(DATA / "isbi2014_train"))[1]}
-    if args.split_only:
-        del sets["test90"]
+    sets = {}
+    if "test90" in args.sets:
+        sets["test90"] = list(open_dataset(DATA / "isbi2014_test"))
+    if "split" in args.sets:
+        sets[split] = holdout_split(open_dataset(DATA / "isbi2014_train"))[1]
     results = {**provenance(), "model": str(args.model or "shipped"), "model_cell_diameter": model.config.cell_diameter}
     for set_name, samples in sets.items():
         rows = {}
@@ -74,24 +77,24 @@ def main() -> None:
             truth = [rescaled(s, factor) for s in samples]
             true_diameter = median_diameter(truth)
             row = {"true_median_diameter": true_diameter}
-            # "set": one diameter for all the images, the median of their own "auto" estimates.
-            set_estimate = None
             for mode in ("none", "auto", "set", "true"):
-                diameter = {"none": None, "auto": "auto", "set": set_estimate, "true": true_diameter}[mode]
+                diameter = {"none": None, "auto": "auto", "set": "auto", "true": true_diameter}[mode]
                 started = time.perf_counter()
                 segmenter = Segmenter.keeping_every_detection(model, device="cpu", diameter=diameter)
-                done = list(segmenter.segment_many(truth))
-                classes = evaluate(truth, {d.name: d.instances for d in done})["classes"]
+                if mode == "auto":  # each image its own estimate
+                    pairs = [segmenter.segment_with_detection(s.image, s.name)[::2] for s in truth]
+                else:
+                    pairs = [(d.result, d.diameter) for d in segmenter.segment_many(truth)]
+                classes = evaluate(truth, {s.name: result.instances for s, (result, _) in zip(truth, pairs)})["classes"]
                 row[mode] = {"cytoplasm_map": round(100 * classes["cytoplasm"]["coco"]["ap"], 2),
                              "nucleus_map": round(100 * classes["nucleus"]["coco"]["ap"], 2),
                              "seconds": round(time.perf_counter() - started, 1)}
                 if mode == "auto":
-                    found = [d.diameter / median_diameter([s]) for d, s in zip(done, truth)
-                             if d.diameter is not None and median_diameter([s])]
+                    found = [d / median_diameter([s]) for (_, d), s in zip(pairs, truth)
+                             if d is not None and median_diameter([s])]
                     row[mode]["estimate_over_truth_median"] = round(float(np.median(found)), 3) if found else None
-                    estimates = [d.diameter for d in done if d.diameter is not None]
-                    set_estimate = float(np.median(estimates)) if estimates else None
                 if mode == "set":
+                    set_estimate = pairs[0][1]
                     row[mode]["estimate_over_truth"] = round(set_estimate / true_diameter, 3) if set_estimate else None
             rows[str(factor)] = row
             print(set_name, factor, json.dumps(row), flush=True)
