@@ -100,21 +100,24 @@ class _OtherProcess(Processes):
         return [item, self.estimates]
 
 
-def test_auto_diameter_gives_a_set_of_images_one_diameter(model, train_image):
+def test_auto_diameter_gives_a_set_of_images_one_diameter(model, train_image, tmp_path):
     half = rescale(train_image.image, 0.5, anti_aliasing=True, preserve_range=True).astype(np.uint8)
     images = [half, np.ascontiguousarray(half[::-1, 20:])]
     segmenter = donet.Segmenter(model, device="cpu", diameter="auto")
     own = [segmenter.segment_with_detection(image)[2] for image in images]
-    done = list(segmenter.segment_many(images))
+    done = list(segmenter.segment_many([tmp_path / "missing.png", *images], names=["gone", "a", "b"]))
+    assert [d.name for d in done] == ["gone", "a", "b"] and "missing.png" in done[0].problem
     set_diameter = float(np.median(own))
-    assert [d.diameter for d in done] == [pytest.approx(set_diameter)] * 2
+    assert [d.diameter for d in done[1:]] == [pytest.approx(set_diameter)] * 2
+    streamed = list(segmenter.segment_many(image for image in images))  # an iterator: its first images wait
+    assert [d.diameter for d in streamed] == [d.diameter for d in done[1:]]
     at_set_diameter = donet.Segmenter(model, device="cpu", diameter=set_diameter)
-    for image, d in zip(images, done):
+    for image, d in zip(images, done[1:]):
         expected = list(at_set_diameter.segment(image).masks(CellClass.CYTOPLASM))
         assert matched_cells(expected, list(d.result.masks(CellClass.CYTOPLASM)), iou=0.99) == len(expected)
     # Under torchrun the other processes' estimates count too.
     gathered = donet.Segmenter(model, processes=_OtherProcess([2 * own[0]] * 3), device="cpu", diameter="auto")
-    assert next(gathered.segment_many(images[:1])).diameter == pytest.approx(2 * own[0])
+    assert gathered.estimate_diameter(images[:1]) == pytest.approx(2 * own[0])
 
 
 def test_a_process_without_images_still_joins_the_diameter_estimate(model, train_image, tmp_path):

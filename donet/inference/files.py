@@ -43,7 +43,7 @@ from ..io.parquet import open_table, table_row
 from ..io.planes import Planes
 from ..io.polygons import geojson_geometry
 from ..io.slides import OPENSLIDE_SUFFIXES, is_slide
-from .segmenter import Segmenter, probability_maps
+from .segmenter import AUTO_SAMPLE, Segmenter, probability_maps
 from .slides import SlideRun, level0
 
 MAX_PIXELS = 2 ** 31  # beyond this a single plane no longer fits the RLE size fields
@@ -77,7 +77,7 @@ class InputReport:
     seconds: float = 0.0
     problem: str | None = None
     slide: dict | None = None
-    diameter: float | None = None  # with --diameter auto, the typical cell diameter of the set
+    diameter: float | None = None  # with --diameter auto, the estimated typical cell diameter of the set
 
 
 @dataclass
@@ -234,9 +234,12 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     # Ordinary images are dealt round-robin over the processes; every process runs every slide.
     mine = [i for i in range(len(paths)) if i not in slides and i % processes.world == processes.rank]
     found, sizes, files, measured = {}, {}, {}, {}
-    segmented = segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine])
-    # strict: the iterator runs to its end even with no images here (--diameter auto gathers then).
-    for index, done in zip(mine, segmented, strict=True):
+    diameter = None
+    if settings.diameter == "auto":  # one for all the images, found by all processes on the first ones
+        images = [path for i, path in enumerate(paths) if i not in slides]
+        diameter = segmenter.estimate_diameter(images[:AUTO_SAMPLE])
+    segmented = segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine], diameter)
+    for index, done in zip(mine, segmented):
         report = reports[index]
         report.seconds, report.problem, report.diameter = round(done.seconds, 3), done.problem, done.diameter
         if done.result is not None:
@@ -281,7 +284,7 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     if processes.main and len(report.failures) < len(reports):
         recorded = settings.model_dump(mode="json")
         if settings.diameter == "auto":
-            recorded["estimated_diameter"] = next((item.diameter for item in reports if item.diameter), None)
+            recorded["estimated_diameter"] = diameter
         write_text_atomic(folder / "settings.json", json.dumps(recorded, indent=2))
         report.outputs.append("settings.json")
         if exports.coco and found:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 
 import numpy as np
@@ -65,18 +66,21 @@ def diameter_scale(config: ModelConfig, diameter: float | str | None) -> float:
 AUTO_TOLERANCE = 1.25
 AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
 AUTO_RANGE = (0.25, 4.0)  # rescaling beyond this is a misreading (debris, merged cells), not a magnification
-# A set of images shares one diameter: the median of the estimates of its first images (per
-# process), so that a few misread images do not each go to their own scale. On the train45
-# split rescaled 0.5-2.0x this kept cytoplasm mAP within 1.3 points of the unscaled images;
-# one estimate per image fell 8.3 short at 0.5x (benchmarks/diameter_auto.py).
+# Many images share one diameter, the median of the first images' own estimates, so that a
+# few misread images do not each go to their own scale: on the train45 split rescaled
+# 0.5-2.0x, one diameter for the set kept cytoplasm mAP within 1.3 points of the unscaled
+# images, one per image fell 8.3 short at 0.5x (benchmarks/diameter_auto.py).
 AUTO_SAMPLE = 16
-AUTO_SAMPLE_PIXELS = 16 * 1024 * 1024  # fewer images when they are large: they wait in memory
 
 
 def typical_diameter(result: AnnotatedImage) -> float | None:
     """Median equivalent-circle diameter of the confident cells, or None without any."""
     diameters = [equivalent_diameter(cell.area) for cell in result.cells if cell.score >= AUTO_SCORE]
     return float(np.median(diameters)) if diameters else None
+
+
+def _near(scale: float, other: float) -> bool:
+    return abs(np.log(scale / other)) <= np.log(AUTO_TOLERANCE)
 
 
 @dataclass
@@ -91,7 +95,7 @@ class Segmented:
     problem: str | None
     seconds: float
     detection: dict[str, torch.Tensor] | None = None
-    diameter: float | None = None  # with --diameter auto, the typical cell diameter it was segmented for
+    diameter: float | None = None  # with --diameter auto, the estimated typical cell diameter of the set
 
     @property
     def instances(self):
@@ -177,31 +181,44 @@ class Segmenter:
         the typical cell diameter found."""
         return self._segment(image, name, progress)
 
-    def _segment(self, image, name, progress=None, detection=None):
-        """The result, the raw detection of a one-tile image, and the diameter estimate.
-        `detection`: the image's detection at the settings' scale, already run."""
-        result, detection = self._segment_at(image, name, self.scale, progress, detection)
+    def _segment(self, image, name, progress=None):
+        """The result, the raw detection of a one-tile image, and the diameter estimate."""
+        result, detection = self._segment_at(image, name, self.scale, progress)
         if self.settings.diameter != "auto":
             return result, detection, None
-        result, detection, estimate, _ = self._rescaled_to_its_cells(image, name, result, detection, progress)
+        result, detection, estimate = self._rescaled_to_its_cells(image, name, result, detection, progress)
         return result, detection, estimate
 
     def _rescaled_to_its_cells(self, image, name, result, detection, progress=None):
         """From `result` at the settings' scale, the image segmented at the scale its confident
-        cells ask for: result, detection, diameter estimate and the scale it ran at."""
+        cells ask for: result, detection and diameter estimate."""
         scale, estimate = self.scale, typical_diameter(result)
         for _ in range(2):
             if estimate is None:
                 break
             wanted = self._scale_for(estimate)
-            if abs(np.log(wanted / scale)) <= np.log(AUTO_TOLERANCE):
+            if _near(wanted, scale):
                 break
             again, again_detection = self._segment_at(image, name, wanted, progress)
             found = typical_diameter(again)
             if found is None:
                 break  # nothing confident at that scale: keep the last pass
             scale, result, detection, estimate = wanted, again, again_detection, found
-        return result, detection, estimate, scale
+        return result, detection, estimate
+
+    def estimate_diameter(self, images: Sequence[Input]) -> float | None:
+        """The typical cell diameter of images at one magnification: the median of each image's
+        own estimate (as `diameter="auto"` finds it), None where no cell is confident. Images
+        that cannot be read are left out. Under torchrun the processes share the images and
+        all get the same answer: call it on every process."""
+        estimates, mine = [], [images[i] for i in range(self.processes.rank, len(images), self.processes.world)]
+        for name, _, pixels, problem, _ in self._read_ahead(mine):
+            if problem is None:
+                result, detection = self._segment_at(pixels, name, self.scale)
+                estimate = self._rescaled_to_its_cells(pixels, name, result, detection)[2]
+                estimates += [estimate] if estimate is not None else []
+        estimates = [estimate for part in self.processes.all_gather(estimates) for estimate in part]
+        return float(np.median(estimates)) if estimates else None
 
     def _scale_for(self, diameter: float) -> float:
         return float(np.clip(self.model.config.cell_diameter / diameter, *AUTO_RANGE))
@@ -221,57 +238,33 @@ class Segmenter:
         return result, first[0] if len(first) == 1 else None
 
     def segment_many(self, inputs: Iterable[Input] | Sequence[Input], names: Sequence[str] | None = None,
-                     ) -> Iterator[Segmented]:
+                     diameter: float | None = None) -> Iterator[Segmented]:
         """`Segmented` for each input, in order: arrays, `AnnotatedImage`s (a dataset: their
         names are kept) or image files (a file that cannot be read gives its problem and the
         others go on). The next images are read in the background while the model runs, and
         images that are one tile of the same size go through the network `batch_size` at a time.
-        With `diameter="auto"` the images share one diameter, estimated on the first ones
-        (under torchrun, on every process's first ones): iterate to the end, or the processes wait."""
+        With `diameter="auto"` in the settings all images are segmented at one diameter: the
+        `diameter` given (under torchrun, `estimate_diameter` of all processes' images), else
+        `estimate_diameter` of the first images."""
+        scale = self.scale
+        if self.settings.diameter == "auto":
+            if diameter is None:
+                inputs = [inputs] if isinstance(inputs, (str, Path)) else inputs
+                if isinstance(inputs, Sequence):
+                    sample = [inputs[i] for i in range(min(len(inputs), AUTO_SAMPLE))]
+                else:  # an iterator: its first items are kept to be segmented after the estimate
+                    rest = iter(inputs)
+                    sample = list(islice(rest, AUTO_SAMPLE))
+                    inputs = chain(sample, rest)
+                diameter = self.estimate_diameter(sample)
+            if diameter is not None and not _near(self._scale_for(diameter), scale):
+                scale = self._scale_for(diameter)
         read = self._read_ahead(inputs)
         if names is not None:
             read = ((names[index], *rest) for index, (_, *rest) in enumerate(read))
-        if self.settings.diameter == "auto":
-            yield from self._segment_set(read)
-        else:
-            yield from self._segment_batched(read, self.scale)
-
-    def _segment_set(self, read) -> Iterator[Segmented]:
-        """`diameter="auto"` over many images: each of the first images finds its own scale;
-        all are segmented at the one their estimates' median asks for."""
-        sample, pixels = [], 0
-        for item in read:
-            sample.append(item)
-            if item[2] is not None:
-                pixels += item[2].shape[0] * item[2].shape[1]
-                if sum(s[2] is not None for s in sample) == AUTO_SAMPLE or pixels >= AUTO_SAMPLE_PIXELS:
-                    break
-        passes = {}
-        for index, (name, _, image, _, _) in enumerate(sample):
-            if image is not None:
-                started = time.perf_counter()
-                result, detection = self._segment_at(image, name, self.scale)
-                passes[index] = (*self._rescaled_to_its_cells(image, name, result, detection),
-                                 time.perf_counter() - started)
-        estimates = [p[2] for p in passes.values() if p[2] is not None]
-        estimates = [e for part in self.processes.all_gather(estimates) for e in part]
-        diameter = float(np.median(estimates)) if estimates else None
-        scale = self.scale
-        if diameter is not None and abs(np.log(self._scale_for(diameter) / scale)) > np.log(AUTO_TOLERANCE):
-            scale = self._scale_for(diameter)
-        for index, (name, source, image, problem, seconds) in enumerate(sample):
-            if image is None:
-                yield Segmented(name, source, None, problem, seconds)
-                continue
-            result, detection, _, ran_at, spent = passes[index]
-            if ran_at != scale:
-                started = time.perf_counter()
-                result, detection = self._segment_at(image, name, scale)
-                spent += time.perf_counter() - started
-            yield Segmented(name, source, result, None, seconds + spent, detection, diameter)
         yield from self._segment_batched(read, scale, diameter)
 
-    def _segment_batched(self, read, scale: float, diameter: float | None = None) -> Iterator[Segmented]:
+    def _segment_batched(self, read, scale: float, diameter: float | None) -> Iterator[Segmented]:
         pending: list[tuple[str, Path | None, np.ndarray, float]] = []
         for name, source, pixels, problem, seconds in read:
             if problem is not None:
