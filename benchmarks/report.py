@@ -301,6 +301,14 @@ def schedule_curve() -> str:
         ["mAP cyto", "mAP nuc", "AP75 nuc", "AJI cyto", "F1 cyto"], training=True)
 
 
+def v2_test90() -> str:
+    return evaluations({
+        "v2: 3200 iterations, CPU, float32 (final weights)": "v2_ship_3200_cpu_seed0",
+        "v2 as shipped, float16": "v2_shipped_test90",
+        "v1 as shipped, float16 (1600 iterations, H200)": "default_model_test90",
+        "maskrcnn, float16 (1600 iterations, H200)": "maskrcnn_fp16_test90"}, list(EVALUATION_COLUMNS))
+
+
 def crowding() -> str:
     data = load("crowding_holdout")
     bins = list(data["levers"][0]["recall_by_clump_size"])
@@ -386,7 +394,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
-    "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "crowding": crowding,
+    "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "v2_test90": v2_test90, "crowding": crowding,
     "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
 }
 
