@@ -176,19 +176,20 @@ def nucleus_annotation() -> str:
 
 def diameter_auto(name: str = "diameter_auto") -> str:
     data = load(name)
-    modes = ["none", "auto", "set", "true"] if "set" in next(
-        row for rows in data.values() if isinstance(rows, dict) and "1.0" in rows for row in rows.values()) \
-        else ["none", "auto", "true"]
+    sets = {set_name: scales for set_name, scales in data.items() if isinstance(scales, dict)
+            and all(isinstance(row, dict) and "true_median_diameter" in row for row in scales.values())}
+    modes = ["none", "auto", "set", "true"] if any("set" in row for scales in sets.values()
+                                                   for row in scales.values()) else ["none", "auto", "true"]
     labels = {"none": "no diameter", "auto": "`auto`, per image", "set": "one for the set", "true": "true diameter"}
     rows = []
-    for set_name, scales in data.items():
-        if not isinstance(scales, dict) or "1.0" not in scales:
-            continue
+    for set_name, scales in sets.items():
         for scale, row in scales.items():
             rows.append([f"{set_name}, {scale} (cells {row['true_median_diameter']:.0f} px)"] + [
                 f"{row[mode]['cytoplasm_map']:.2f} / {row[mode]['nucleus_map']:.2f}" for mode in modes]
-                + [f"{row['auto']['estimate_over_truth_median']:.2f}"])
-    return table(["set, scale"] + [labels[m] for m in modes] + ["auto's estimate / truth"], rows, name)
+                + [f"{row['auto']['estimate_over_truth_median']:.2f}"]
+                + ([f"{row['set']['estimate_over_truth']:.2f}"] if "set" in modes else []))
+    return table(["set, scale"] + [labels[m] for m in modes] + ["per-image estimate / truth"]
+                 + (["set's estimate / truth"] if "set" in modes else []), rows, name)
 
 
 def focus_stacks() -> str:
@@ -396,6 +397,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
     "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "v2_test90": v2_test90, "crowding": crowding,
     "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
+    "diameter_auto_test90_v2": lambda: diameter_auto("diameter_auto_test90_v2"),
+    "diameter_auto_split_band": lambda: diameter_auto("diameter_auto_split_band"),
 }
 
 
