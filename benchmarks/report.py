@@ -200,13 +200,13 @@ def focus_stacks() -> str:
                  rows, "focus_stacks")
 
 
-def finetune_shift() -> str:
-    data = load("finetune_shift")
+def finetune_shift(name: str = "finetune_shift") -> str:
+    data = load(name)
     columns = ["cyto_map", "nuc_map", "cyto_f1_at_0.9", "cyto_aji_at_0.9", "cyto_f1_at_0.5", "cyto_aji_at_0.5"]
     rows = [[arm, *(f"{v[c]:.2f}" for c in columns), v.get("iterations", "-"), f"{v['minutes']:.1f}"]
             for arm, v in data["arms"].items()]
     return table([f"model ({data['frames']})", "mAP cyto", "mAP nuc", "F1 cyto @0.9", "AJI cyto @0.9",
-                  "F1 cyto @0.5", "AJI cyto @0.5", "iterations", "training minutes"], rows, "finetune_shift")
+                  "F1 cyto @0.5", "AJI cyto @0.5", "iterations", "training minutes"], rows, name)
 
 
 def model_speed() -> str:
@@ -390,7 +390,7 @@ def cluster_aug() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "index": index, "synth_throughput": synth_throughput, "evaluation_speed": evaluation_speed, "demo": demo,
     "throughput": throughput, "onnx_backbone": onnx_backbone, "measurements": measurements,
-    "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "model_speed": model_speed, "tiling": tiling,
+    "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "finetune_shift_v2": lambda: finetune_shift("finetune_shift_v2"), "model_speed": model_speed, "tiling": tiling,
     "slides": slides, "default_recipe_test90": default_recipe_test90, "shipped_test90": shipped_test90,
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,

@@ -247,7 +247,9 @@ class Segmenter:
         `diameter` given (under torchrun, `estimate_diameter` of all processes' images), else
         `estimate_diameter` of the first images."""
         scale = self.scale
-        if self.settings.diameter == "auto":
+        if self.settings.diameter != "auto":
+            diameter = None  # a diameter in the settings is in `scale` already
+        else:
             if diameter is None:
                 inputs = [inputs] if isinstance(inputs, (str, Path)) else inputs
                 if isinstance(inputs, Sequence):
