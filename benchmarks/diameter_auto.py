@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", choices=["test90", "split"], default=["test90", "split"],
                         help="test90, and the train45 split (where settings are chosen)")
     parser.add_argument("--model", type=Path, help="default: the shipped model (which has seen the split)")
+    parser.add_argument("--shrink-first", type=float, default=1.0, metavar="F",
+                        help="rescale the images by F before each scale (0.72 then 2.0: small cells upscaled, as "
+                             "test90's at 2.0)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -70,11 +73,12 @@ def main() -> None:
         sets["test90"] = list(open_dataset(DATA / "isbi2014_test"))
     if "split" in args.sets:
         sets[split] = holdout_split(open_dataset(DATA / "isbi2014_train"))[1]
-    results = {**provenance(), "model": str(args.model or "shipped"), "model_cell_diameter": model.config.cell_diameter}
+    results = {**provenance(), "model": str(args.model or "shipped"), "model_cell_diameter": model.config.cell_diameter,
+               "shrink_first": args.shrink_first}
     for set_name, samples in sets.items():
         rows = {}
         for factor in args.scales:
-            truth = [rescaled(s, factor) for s in samples]
+            truth = [rescaled(rescaled(s, args.shrink_first), factor) for s in samples]
             true_diameter = median_diameter(truth)
             row = {"true_median_diameter": true_diameter}
             for mode in ("none", "auto", "set", "true"):

@@ -399,6 +399,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
     "diameter_auto_test90_v2": lambda: diameter_auto("diameter_auto_test90_v2"),
     "diameter_auto_split_band": lambda: diameter_auto("diameter_auto_split_band"),
+    "diameter_auto_split_shrunk": lambda: diameter_auto("diameter_auto_split_shrunk"),
 }
 
 
