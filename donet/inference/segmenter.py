@@ -183,15 +183,14 @@ class Segmenter:
 
     def _segment(self, image, name, progress=None):
         """The result, the raw detection of a one-tile image, and the diameter estimate."""
-        result, detection = self._segment_at(image, name, self.scale, progress)
-        if self.settings.diameter != "auto":
-            return result, detection, None
-        result, detection, estimate = self._rescaled_to_its_cells(image, name, result, detection, progress)
-        return result, detection, estimate
+        if self.settings.diameter == "auto":
+            return self._at_its_cells_scale(image, name, progress)
+        return *self._segment_at(image, name, self.scale, progress), None
 
-    def _rescaled_to_its_cells(self, image, name, result, detection, progress=None):
-        """From `result` at the settings' scale, the image segmented at the scale its confident
+    def _at_its_cells_scale(self, image, name, progress=None):
+        """The image segmented first at the settings' scale, then at the scale its confident
         cells ask for: result, detection and diameter estimate."""
+        result, detection = self._segment_at(image, name, self.scale, progress)
         scale, estimate = self.scale, typical_diameter(result)
         for _ in range(2):
             if estimate is None:
@@ -214,8 +213,7 @@ class Segmenter:
         estimates, mine = [], [images[i] for i in range(self.processes.rank, len(images), self.processes.world)]
         for name, _, pixels, problem, _ in self._read_ahead(mine):
             if problem is None:
-                result, detection = self._segment_at(pixels, name, self.scale)
-                estimate = self._rescaled_to_its_cells(pixels, name, result, detection)[2]
+                estimate = self._at_its_cells_scale(pixels, name)[2]
                 estimates += [estimate] if estimate is not None else []
         estimates = [estimate for part in self.processes.all_gather(estimates) for estimate in part]
         return float(np.median(estimates)) if estimates else None
@@ -246,12 +244,12 @@ class Segmenter:
         With `diameter="auto"` in the settings all images are segmented at one diameter: the
         `diameter` given (under torchrun, `estimate_diameter` of all processes' images), else
         `estimate_diameter` of the first images."""
+        inputs = [inputs] if isinstance(inputs, (str, Path)) else inputs
         scale = self.scale
         if self.settings.diameter != "auto":
             diameter = None  # a diameter in the settings is in `scale` already
         else:
             if diameter is None:
-                inputs = [inputs] if isinstance(inputs, (str, Path)) else inputs
                 if isinstance(inputs, Sequence):
                     sample = [inputs[i] for i in range(min(len(inputs), AUTO_SAMPLE))]
                 else:  # an iterator: its first items are kept to be segmented after the estimate
@@ -322,8 +320,6 @@ class Segmenter:
     def _read_ahead(self, inputs) -> Iterator[tuple[str, Path | None, np.ndarray | None, str | None, float]]:
         """(name, source file, pixels or None, problem or None, seconds to read), in input
         order, read by `settings.workers` threads a few images ahead."""
-        if isinstance(inputs, (str, Path)):
-            inputs = [inputs]
         if isinstance(inputs, Sequence):
             items: Iterable = (lambda i=i: inputs[i] for i in range(len(inputs)))  # decoded in the workers
         else:
