@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from donet.data.instances import encode_mask
 from donet.data.stats import median_diameter
 from donet.distributed import Processes
 from donet.errors import DonetError
+import donet.inference.segmenter as segmenter_module
 from donet.inference.files import Exports, segment_files, write_exports
 from donet.io import open_dataset, write_dataset
 from donet.modeling.weights import DEFAULT_MODEL
@@ -87,6 +89,34 @@ def test_auto_diameter_finds_the_scale_itself(model, train_image, factor):
     found = matched_cells(truth, list(result.masks(CellClass.CYTOPLASM)))
     unscaled = matched_cells(truth, list(donet.segment(model, pixels).masks(CellClass.CYTOPLASM)))
     assert found >= len(truth) - 2 and found > unscaled
+
+
+@pytest.mark.parametrize(("truth", "passes", "kept"), [(194, 2, "last"), (110, 2, "first")])
+def test_auto_diameter_runs_again_until_the_estimate_settles(model, monkeypatch, truth, passes, kept):
+    """Cells far from the model's size are read as nearer to it: here as the geometric mean of
+    the two. A first reading of 194 px cells is 162, within the tolerance of the model's 135,
+    so it is only trusted once a pass at the scale it asks for agrees."""
+    trained = model.config.cell_diameter
+
+    def read(result):
+        seen = truth * result.scale
+        return np.sqrt(seen * trained) / result.scale
+
+    scales = []
+
+    def segment_at(self, image, name, scale, progress=None):
+        scales.append(scale)
+        return SimpleNamespace(scale=scale), None
+
+    monkeypatch.setattr(segmenter_module, "typical_diameter", read)
+    monkeypatch.setattr(donet.Segmenter, "_segment_at", segment_at)
+    result, _, estimate = donet.Segmenter(model, device="cpu", diameter="auto").segment_with_detection(np.zeros((8, 8)))
+    assert len(scales) == passes and scales[0] == 1
+    # Settled: the last pass ran within AUTO_SETTLED of the scale its estimate asks for.
+    assert abs(np.log(scales[-1] * estimate / trained)) <= np.log(segmenter_module.AUTO_SETTLED)
+    assert abs(np.log(estimate / truth)) < abs(np.log(read(SimpleNamespace(scale=1.0)) / truth))
+    # The result is the first pass's where the settled scale is within the tolerance of 1.
+    assert result.scale == (scales[-1] if kept == "last" else 1.0)
 
 
 class _OtherProcess(Processes):

@@ -1,7 +1,7 @@
 """What `donet predict` reads: glob patterns and folders expand to the right files in order, a
 native TIFF is memory-mapped and segments as if read whole, and a whole slide given
---diameter is read at the level and scale that bring its cells to the model's, its cells
-coming back in level-0 coordinates."""
+--diameter (or estimating it) is read at the level and scale that bring its cells to the
+model's, its cells coming back in level-0 coordinates."""
 
 import json
 
@@ -20,6 +20,7 @@ import donet
 from donet.cli import app
 from donet.data import CellClass, SynthConfig, generate
 from donet.data.instances import encode_mask
+from donet.data.stats import median_diameter
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid
 from donet.errors import DonetError
 from donet.inference import Segmenter
@@ -124,12 +125,20 @@ def real_cells(isbi):
     return open_dataset(isbi / "isbi2014_train")[44]
 
 
-def test_a_slide_with_diameter_is_read_at_the_cells_scale_and_answers_at_level_0(real_cells, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def large_cells_slide(real_cells, tmp_path_factory):
+    """A 2048 x 2048 slide holding the field scanned at FACTOR times its resolution."""
+    field = np.repeat(np.repeat(real_cells.image, FACTOR, axis=0), FACTOR, axis=1)
+    path = tmp_path_factory.mktemp("slide") / "slide.ome.tif"
+    write_pyramid(path, SyntheticSlide(2048, 2048, [((OFFSET, OFFSET), np.stack([field] * 3, axis=-1))]))
+    return path
+
+
+def test_a_slide_with_diameter_is_read_at_the_cells_scale_and_answers_at_level_0(large_cells_slide, real_cells,
+                                                                               tmp_path, monkeypatch):
     model = donet.load_model()
     diameter = FACTOR * model.config.cell_diameter  # cells three times the size the model knows
-    field = np.repeat(np.repeat(real_cells.image, FACTOR, axis=0), FACTOR, axis=1)
-    path = tmp_path / "slide.ome.tif"
-    write_pyramid(path, SyntheticSlide(2048, 2048, [((OFFSET, OFFSET), np.stack([field] * 3, axis=-1))]))
+    path = large_cells_slide
     seen = []
     detect = Segmenter.detect
 
@@ -166,3 +175,29 @@ def test_a_slide_with_diameter_is_read_at_the_cells_scale_and_answers_at_level_0
     for feature in outlines:
         bounds = shape(feature["geometry"]).bounds
         assert np.abs(np.subtract(bounds, boxes[feature["properties"]["name"]])).max() <= FACTOR
+
+
+def test_a_slide_with_auto_diameter_estimates_it_on_tiles_holding_whole_cells(large_cells_slide, real_cells,
+                                                                             tmp_path):
+    # Level 0's 1024-pixel tiles cut most of the 3x cells, which reads them too small: the
+    # estimate must come from tiles of the level its first reading asks for.
+    predict(large_cells_slide, "--diameter", "auto", "--device", "cpu", "--out", tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "slides.json").read_text())["slide"]
+    true_diameter = FACTOR * median_diameter([real_cells])
+    assert abs(np.log(report["estimated_diameter"] / true_diameter)) < np.log(1.15)
+    assert report["level"] == 1 and report["scale_from"].startswith(f"cell diameter {report['estimated_diameter']:.0f}")
+    wanted = true_diameter / donet.load_model().config.cell_diameter
+    assert abs(np.log(report["model_input_downsample"] / wanted)) < np.log(1.15)
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())
+    assert settings["diameter"] == "auto"
+    rows = pq.read_table(tmp_path / "out" / "slide.parquet").to_pylist()
+    found = []
+    for row in (r for r in rows if r["class"] == "cytoplasm"):
+        mask = np.zeros((2048, 2048), bool)
+        mask[row["y"]:row["y"] + row["height"], row["x"]:row["x"] + row["width"]] = \
+            mask_utils.decode({"size": [row["height"], row["width"]], "counts": row["rle"].encode()})
+        found.append(mask[OFFSET:OFFSET + 512 * FACTOR, OFFSET:OFFSET + 512 * FACTOR])
+    truth = [np.repeat(np.repeat(m, FACTOR, axis=0), FACTOR, axis=1) for m in real_cells.masks(CellClass.CYTOPLASM)]
+    ious = np.asarray(mask_utils.iou([encode_mask(m) for m in found], [encode_mask(m) for m in truth],
+                                     [0] * len(truth)))
+    assert (ious[linear_sum_assignment(-ious)] > 0.7).sum() >= len(truth) - 1

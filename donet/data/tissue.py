@@ -39,12 +39,16 @@ class TissueMap:
         self.downsample = downsample
         self.asked = self.kept = 0
 
-    def runs(self, y: int, x: int, height: int, width: int, level_downsample: float = 1.0) -> bool:
+    def touches(self, y: int, x: int, height: int, width: int, level_downsample: float = 1.0) -> bool:
         """Whether the region (in a level of `level_downsample`) touches anything but glass."""
         scale = level_downsample / self.downsample
         top, left = int(y * scale), int(x * scale)
         bottom, right = int(np.ceil((y + height) * scale)), int(np.ceil((x + width) * scale))
-        keep = bool(self.mask[top:max(bottom, top + 1), left:max(right, left + 1)].any())
+        return bool(self.mask[top:max(bottom, top + 1), left:max(right, left + 1)].any())
+
+    def runs(self, y: int, x: int, height: int, width: int, level_downsample: float = 1.0) -> bool:
+        """`touches`, counted in `asked` and `kept`: the tiles a slide's run asked about."""
+        keep = self.touches(y, x, height, width, level_downsample)
         self.asked += 1
         self.kept += keep
         return keep

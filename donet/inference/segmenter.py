@@ -61,9 +61,15 @@ def diameter_scale(config: ModelConfig, diameter: float | str | None) -> float:
     return 1.0 if diameter == "auto" else config.cell_diameter / diameter
 
 
-# --diameter auto: an image is segmented again at the scale its confident cells ask for
-# when that differs from the last pass's by more than this factor (at most twice).
+# --diameter auto rescales images only when their cells ask for a scale that differs from the
+# settings' by more than this factor.
 AUTO_TOLERANCE = 1.25
+# Cells far from the model's size are misread toward it, so an estimate is trusted once the
+# pass it came from ran within this factor of the scale it asks for (at most AUTO_PASSES more
+# passes): a first pass that finds cells 1.2x too large is run again at their scale before
+# the tolerance decides.
+AUTO_SETTLED = 1.1
+AUTO_PASSES = 3
 AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
 AUTO_RANGE = (0.25, 4.0)  # rescaling beyond this is a misreading (debris, merged cells), not a magnification
 # Many images share one diameter, the median of the first images' own estimates, so that a
@@ -79,8 +85,8 @@ def typical_diameter(result: AnnotatedImage) -> float | None:
     return float(np.median(diameters)) if diameters else None
 
 
-def _near(scale: float, other: float) -> bool:
-    return abs(np.log(scale / other)) <= np.log(AUTO_TOLERANCE)
+def within(scale: float, other: float, factor: float = AUTO_TOLERANCE) -> bool:
+    return abs(np.log(scale / other)) <= np.log(factor)
 
 
 @dataclass
@@ -188,21 +194,24 @@ class Segmenter:
         return *self._segment_at(image, name, self.scale, progress), None
 
     def _at_its_cells_scale(self, image, name, progress=None):
-        """The image segmented first at the settings' scale, then at the scale its confident
-        cells ask for: result, detection and diameter estimate."""
-        result, detection = self._segment_at(image, name, self.scale, progress)
+        """The image segmented at the scale its confident cells ask for, found by passes from
+        the settings' scale until the estimate settles: result, detection and diameter estimate.
+        The result is the first pass's where that scale is within the tolerance of the settings'."""
+        first = result, detection = self._segment_at(image, name, self.scale, progress)
         scale, estimate = self.scale, typical_diameter(result)
-        for _ in range(2):
+        for _ in range(AUTO_PASSES):
             if estimate is None:
                 break
-            wanted = self._scale_for(estimate)
-            if _near(wanted, scale):
+            wanted = self.scale_for(estimate)
+            if within(wanted, scale, AUTO_SETTLED):
                 break
             again, again_detection = self._segment_at(image, name, wanted, progress)
             found = typical_diameter(again)
             if found is None:
                 break  # nothing confident at that scale: keep the last pass
             scale, result, detection, estimate = wanted, again, again_detection, found
+        if estimate is not None and within(self.scale_for(estimate), self.scale):
+            result, detection = first
         return result, detection, estimate
 
     def estimate_diameter(self, images: Sequence[Input]) -> float | None:
@@ -218,7 +227,8 @@ class Segmenter:
         estimates = [estimate for part in self.processes.all_gather(estimates) for estimate in part]
         return float(np.median(estimates)) if estimates else None
 
-    def _scale_for(self, diameter: float) -> float:
+    def scale_for(self, diameter: float) -> float:
+        """The factor that brings cells of `diameter` pixels to the model's, within AUTO_RANGE."""
         return float(np.clip(self.model.config.cell_diameter / diameter, *AUTO_RANGE))
 
     def _segment_at(self, image, name, scale, progress=None, detection=None):
@@ -257,8 +267,8 @@ class Segmenter:
                     sample = list(islice(rest, AUTO_SAMPLE))
                     inputs = chain(sample, rest)
                 diameter = self.estimate_diameter(sample)
-            if diameter is not None and not _near(self._scale_for(diameter), scale):
-                scale = self._scale_for(diameter)
+            if diameter is not None and not within(self.scale_for(diameter), scale):
+                scale = self.scale_for(diameter)
         read = self._read_ahead(inputs)
         if names is not None:
             read = ((names[index], *rest) for index, (_, *rest) in enumerate(read))

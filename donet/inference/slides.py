@@ -13,8 +13,8 @@ import numpy as np
 
 from ..data.instances import CellClass
 from ..data.tissue import TissueMap
-from ..errors import DonetError
 from ..io.slides import Slide, open_slide
+from .segmenter import AUTO_PASSES, AUTO_SAMPLE, AUTO_SETTLED, within
 from .tiling import Found, Grid, segment_tiled
 
 # Skipping more of a slide than this as glass is more likely a misreading than an empty slide.
@@ -37,6 +37,7 @@ class SlideRun:
         self.counts = {CellClass.CYTOPLASM: 0, CellClass.NUCLEUS: 0}
         self.seconds = 0.0
         self.tissue: TissueMap | None = None
+        self.estimated_diameter: float | None = None  # level-0 pixels, with --diameter auto
 
     def __iter__(self) -> Iterator[tuple[Found | None, list[Found]]]:
         started = time.perf_counter()
@@ -50,14 +51,13 @@ class SlideRun:
     def _run(self, slide: Slide) -> Iterator[tuple[Found | None, list[Found]]]:
         settings, processes = self.segmenter.settings, self.segmenter.processes
         self.mpp, self.planes = slide.mpp, slide.taken
+        self.tissue = tissue = TissueMap(*slide.thumbnail()) if settings.skip_glass else None
         self.wanted, self.reason = self._downsample(slide)
         self.level_index = slide.level_for(self.wanted)
         level = slide.levels[self.level_index]
         self.level, self.downsample = level, level.downsample
         # Found items carry their tile's index: its row is index // columns.
         self.columns = len(Grid(level.shape[0], level.shape[1], settings.tile, settings.overlap).cols)
-        self.tissue = TissueMap(*slide.thumbnail()) if settings.skip_glass else None
-        tissue = self.tissue
 
         def runs(y: int, x: int, height: int, width: int) -> bool:
             return tissue.runs(y, x, height, width, level.downsample)
@@ -77,17 +77,58 @@ class SlideRun:
 
     def _downsample(self, slide: Slide) -> tuple[float, str]:
         """Level-0 pixels per pixel the model should see, and what decided it: the cell
-        diameter given, else the slide's and the model's pixel sizes, else full resolution."""
-        settings, config = self.segmenter.settings, self.segmenter.model.config
+        diameter given or estimated, else the slide's and the model's pixel sizes, else full
+        resolution."""
+        settings = self.segmenter.settings
         if settings.diameter == "auto":
-            raise DonetError(self.path, "--diameter auto is for images; for a slide give --diameter D or its --mpp")
+            return self._estimated(slide, *self._by_pixel_size(slide))
         if settings.diameter is not None:
             return 1 / self.segmenter.scale, f"cell diameter {settings.diameter:g} px"
+        return self._by_pixel_size(slide)
+
+    def _by_pixel_size(self, slide: Slide) -> tuple[float, str]:
+        config = self.segmenter.model.config
         if slide.mpp and config.microns_per_pixel:
             return (config.microns_per_pixel / slide.mpp,
                     f"{slide.mpp:g} um/px slide, {config.microns_per_pixel:g} um/px model")
         missing = "the model records no pixel size" if slide.mpp else "the slide records no pixel size (use --mpp)"
         return 1.0, f"full resolution: {missing}"
+
+    def _estimated(self, slide: Slide, downsample: float, reason: str) -> tuple[float, str]:
+        """`downsample`, or the one the cells ask for where it differs by more than the tolerance.
+        Their diameter is estimated on tissue tiles of the level the last estimate asked for,
+        so that the tiles hold whole cells at about the model's size (see `_sample_estimate`)."""
+        wanted, level, estimate, sampled = downsample, None, None, 0
+        for _ in range(AUTO_PASSES):
+            index = slide.level_for(wanted)
+            if level is not None and index == level:
+                break  # the same tiles again would give the same estimate
+            level, (estimate, sampled) = index, self._sample_estimate(slide.levels[index])
+            if estimate is None:
+                break
+            asked = slide.levels[index].downsample / self.segmenter.scale_for(estimate)
+            settled, wanted = within(asked, wanted, AUTO_SETTLED), asked
+            if settled:
+                break
+        if estimate is None:
+            return downsample, f"{reason}; no confident cell in {sampled} tissue tiles to estimate the diameter"
+        self.estimated_diameter = estimate * slide.levels[level].downsample
+        found = f"cell diameter {self.estimated_diameter:.0f} px at level 0, estimated on {sampled} tissue tiles"
+        if within(wanted, downsample):
+            return downsample, f"{reason}; {found}, within the tolerance"
+        return wanted, found
+
+    def _sample_estimate(self, level) -> tuple[float | None, int]:
+        """The cells' diameter in `level`'s pixels on up to AUTO_SAMPLE tissue tiles spread over
+        it, and how many tiles were sampled."""
+        tile, overlap = self.segmenter.settings.tile, self.segmenter.settings.overlap
+        height, width = level.shape[:2]
+        grid = Grid(height, width, tile, overlap)
+        corners = [(y, x) for y in grid.rows for x in grid.cols if self.tissue is None or
+                   self.tissue.touches(y, x, min(tile, height), min(tile, width), level.downsample)]
+        spread = np.unique(np.linspace(0, len(corners) - 1, min(len(corners), AUTO_SAMPLE)).round().astype(int))
+        tiles = [np.asarray(level[y:y + tile, x:x + tile]) for y, x in (corners[i] for i in spread)]
+        return self.segmenter.estimate_diameter(tiles), len(tiles)
 
     def report(self) -> dict:
         """What was done: level, scale and why, tiles run and skipped, counts, seconds, and a
@@ -100,7 +141,9 @@ class SlideRun:
         return {
             "slide": str(self.path), "level": self.level_index, "level_downsample": round(self.downsample, 4),
             "model_input_downsample": round(self.wanted, 4), "scale_from": self.reason,
-            "mpp": self.mpp, "planes": self.planes, "tiles_run": tissue.kept if tissue else None, "tiles": tissue.asked if tissue else None,
+            "mpp": self.mpp, "planes": self.planes,
+            "estimated_diameter": None if self.estimated_diameter is None else round(self.estimated_diameter, 1),
+            "tiles_run": tissue.kept if tissue else None, "tiles": tissue.asked if tissue else None,
             "glass_skipped": round(tissue.skipped_fraction, 4) if tissue else 0.0,
             "cells": self.counts[CellClass.CYTOPLASM], "nuclei": self.counts[CellClass.NUCLEUS],
             "seconds": round(self.seconds, 1), "warning": warning,
