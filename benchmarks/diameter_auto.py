@@ -53,6 +53,9 @@ def rescaled(sample: AnnotatedImage, factor: float) -> AnnotatedImage:
     return AnnotatedImage(sample.name, image, instances)
 
 
+MODES = ("none", "auto", "set", "true")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--shrink-first", type=float, default=1.0, metavar="F",
                         help="rescale the images by F before each scale (0.72 then 2.0: small cells upscaled, as "
                              "test90's at 2.0)")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -81,7 +85,7 @@ def main() -> None:
             truth = [rescaled(rescaled(s, args.shrink_first), factor) for s in samples]
             true_diameter = median_diameter(truth)
             row = {"true_median_diameter": true_diameter}
-            for mode in ("none", "auto", "set", "true"):
+            for mode in args.modes:
                 diameter = {"none": None, "auto": "auto", "set": "auto", "true": true_diameter}[mode]
                 started = time.perf_counter()
                 segmenter = Segmenter.keeping_every_detection(model, device="cpu", diameter=diameter)

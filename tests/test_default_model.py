@@ -91,6 +91,21 @@ def test_auto_diameter_finds_the_scale_itself(model, train_image, factor):
     assert found >= len(truth) - 2 and found > unscaled
 
 
+def _auto_passes(model, monkeypatch, read):
+    """The scales of an image's `diameter="auto"` passes, its result and estimate, where a pass
+    at scale s reads the cells' diameter as `read(s)` (in the image's pixels)."""
+    scales = []
+
+    def segment_at(self, image, name, scale, progress=None):
+        scales.append(scale)
+        return SimpleNamespace(scale=scale), None
+
+    monkeypatch.setattr(segmenter_module, "typical_diameter", lambda result: read(result.scale))
+    monkeypatch.setattr(donet.Segmenter, "_segment_at", segment_at)
+    result, _, estimate = donet.Segmenter(model, device="cpu", diameter="auto").segment_with_detection(np.zeros((8, 8)))
+    return scales, result, estimate
+
+
 @pytest.mark.parametrize(("truth", "passes", "kept"), [(194, 2, "last"), (110, 2, "first")])
 def test_auto_diameter_runs_again_until_the_estimate_settles(model, monkeypatch, truth, passes, kept):
     """Cells far from the model's size are read as nearer to it: here as the geometric mean of
@@ -98,25 +113,27 @@ def test_auto_diameter_runs_again_until_the_estimate_settles(model, monkeypatch,
     so it is only trusted once a pass at the scale it asks for agrees."""
     trained = model.config.cell_diameter
 
-    def read(result):
-        seen = truth * result.scale
-        return np.sqrt(seen * trained) / result.scale
+    def read(scale):
+        return np.sqrt(truth * scale * trained) / scale
 
-    scales = []
-
-    def segment_at(self, image, name, scale, progress=None):
-        scales.append(scale)
-        return SimpleNamespace(scale=scale), None
-
-    monkeypatch.setattr(segmenter_module, "typical_diameter", read)
-    monkeypatch.setattr(donet.Segmenter, "_segment_at", segment_at)
-    result, _, estimate = donet.Segmenter(model, device="cpu", diameter="auto").segment_with_detection(np.zeros((8, 8)))
+    scales, result, estimate = _auto_passes(model, monkeypatch, read)
     assert len(scales) == passes and scales[0] == 1
     # Settled: the last pass ran within AUTO_SETTLED of the scale its estimate asks for.
     assert abs(np.log(scales[-1] * estimate / trained)) <= np.log(segmenter_module.AUTO_SETTLED)
-    assert abs(np.log(estimate / truth)) < abs(np.log(read(SimpleNamespace(scale=1.0)) / truth))
+    assert abs(np.log(estimate / truth)) < abs(np.log(read(1.0) / truth))
     # The result is the first pass's where the settled scale is within the tolerance of 1.
     assert result.scale == (scales[-1] if kept == "last" else 1.0)
+
+
+def test_auto_diameter_stops_after_its_passes_when_the_estimate_never_settles(model, monkeypatch):
+    trained = model.config.cell_diameter
+
+    def read(scale):  # at scale 1 cells ask for 1.3, at 1.3 for 1: round and round
+        return trained / 1.3 if scale == 1 else trained / scale * 1.3
+
+    scales, result, estimate = _auto_passes(model, monkeypatch, read)
+    assert scales == pytest.approx([1, 1.3] * 2) and len(scales) == 1 + segmenter_module.AUTO_PASSES
+    assert estimate == pytest.approx(trained) and result.scale == 1  # the last estimate asks for the first scale
 
 
 class _OtherProcess(Processes):

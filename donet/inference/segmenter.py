@@ -15,6 +15,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -65,9 +66,10 @@ def diameter_scale(config: ModelConfig, diameter: float | str | None) -> float:
 # settings' by more than this factor.
 AUTO_TOLERANCE = 1.25
 # Cells far from the model's size are misread toward it, so an estimate is trusted once the
-# pass it came from ran within this factor of the scale it asks for (at most AUTO_PASSES more
-# passes): a first pass that finds cells 1.2x too large is run again at their scale before
-# the tolerance decides.
+# pass it came from ran within this factor of the scale it asks for: a first pass that finds
+# cells 1.2x too large is run again at their scale before the tolerance decides. An image gets
+# at most AUTO_PASSES passes after its first; a slide's tiles are sampled at most AUTO_PASSES
+# times (see `slides.SlideRun`).
 AUTO_SETTLED = 1.1
 AUTO_PASSES = 3
 AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
@@ -194,9 +196,10 @@ class Segmenter:
         return *self._segment_at(image, name, self.scale, progress), None
 
     def _at_its_cells_scale(self, image, name, progress=None):
-        """The image segmented at the scale its confident cells ask for, found by passes from
-        the settings' scale until the estimate settles: result, detection and diameter estimate.
-        The result is the first pass's where that scale is within the tolerance of the settings'."""
+        """The image segmented from the settings' scale on, each pass at the scale the last one's
+        confident cells asked for, until the estimate settles (or AUTO_PASSES): result,
+        detection and diameter estimate. The result is the first pass's where the estimate's
+        scale is within the tolerance of the settings', else the last pass's."""
         first = result, detection = self._segment_at(image, name, self.scale, progress)
         scale, estimate = self.scale, typical_diameter(result)
         for _ in range(AUTO_PASSES):
@@ -246,20 +249,21 @@ class Segmenter:
         return result, first[0] if len(first) == 1 else None
 
     def segment_many(self, inputs: Iterable[Input] | Sequence[Input], names: Sequence[str] | None = None,
-                     diameter: float | None = None) -> Iterator[Segmented]:
+                     diameter: float | None | Literal["estimate"] = "estimate") -> Iterator[Segmented]:
         """`Segmented` for each input, in order: arrays, `AnnotatedImage`s (a dataset: their
         names are kept) or image files (a file that cannot be read gives its problem and the
         others go on). The next images are read in the background while the model runs, and
         images that are one tile of the same size go through the network `batch_size` at a time.
-        With `diameter="auto"` in the settings all images are segmented at one diameter: the
-        `diameter` given (under torchrun, `estimate_diameter` of all processes' images), else
-        `estimate_diameter` of the first images."""
+        With `diameter="auto"` in the settings all images are segmented at one diameter:
+        `estimate_diameter` of the first images, made on this call (under torchrun every process
+        must call, images or not), or the `diameter` the caller estimated (None: no cell was
+        confident enough, so the settings' scale)."""
         inputs = [inputs] if isinstance(inputs, (str, Path)) else inputs
         scale = self.scale
         if self.settings.diameter != "auto":
             diameter = None  # a diameter in the settings is in `scale` already
         else:
-            if diameter is None:
+            if diameter == "estimate":
                 if isinstance(inputs, Sequence):
                     sample = [inputs[i] for i in range(min(len(inputs), AUTO_SAMPLE))]
                 else:  # an iterator: its first items are kept to be segmented after the estimate
@@ -272,7 +276,7 @@ class Segmenter:
         read = self._read_ahead(inputs)
         if names is not None:
             read = ((names[index], *rest) for index, (_, *rest) in enumerate(read))
-        yield from self._segment_batched(read, scale, diameter)
+        return self._segment_batched(read, scale, diameter)
 
     def _segment_batched(self, read, scale: float, diameter: float | None) -> Iterator[Segmented]:
         pending: list[tuple[str, Path | None, np.ndarray, float]] = []

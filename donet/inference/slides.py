@@ -6,7 +6,7 @@ GeoJSON and a Parquet table in level-0 coordinates)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,12 @@ GLASS_WARNING = 0.99
 
 class SlideRun:
     """`segmenter` on a whole slide (a path, or an open `Slide`), at the pyramid level that
-    brings it to the model's pixel size (or the settings' cell diameter), skipping empty
-    glass when the settings say so. Iterating yields each cell with its nuclei, and each
-    nucleus of no cell alone, as `(cell or None, [nuclei])`, as soon as they are final; the
-    items are at `level` resolution (see `level0`), which can be read while iterating. Every process of the segmenter's
-    torchrun group must iterate: each runs its share of the tiles. `report()` says what was
-    done once the iteration is over."""
+    brings it to the model's pixel size (or to the settings' cell diameter, given or
+    estimated), skipping empty glass when the settings say so. Iterating yields each cell with
+    its nuclei, and each nucleus of no cell alone, as `(cell or None, [nuclei])`, as soon as
+    they are final; the items are at `level` resolution (see `level0`), which can be read while
+    iterating. Every process of the segmenter's torchrun group must iterate: each runs its
+    share of the tiles. `report()` says what was done once the iteration is over."""
 
     def __init__(self, segmenter, slide: Slide | str | Path, progress: Callable[[int, int], None] | None = None):
         self.segmenter, self.progress = segmenter, progress
@@ -96,38 +96,40 @@ class SlideRun:
 
     def _estimated(self, slide: Slide, downsample: float, reason: str) -> tuple[float, str]:
         """`downsample`, or the one the cells ask for where it differs by more than the tolerance.
-        Their diameter is estimated on tissue tiles of the level the last estimate asked for,
-        so that the tiles hold whole cells at about the model's size (see `_sample_estimate`)."""
-        wanted, level, estimate, sampled = downsample, None, None, 0
-        for _ in range(AUTO_PASSES):
+        Their diameter is estimated on tissue tiles of the level the last estimate asked for, so
+        that the tiles hold whole cells at about the model's size, until two estimates agree
+        within AUTO_SETTLED (or AUTO_PASSES samples, or a level already sampled)."""
+        wanted, sampled, estimate, tiles = downsample, set(), None, 0
+        while len(sampled) < AUTO_PASSES and slide.level_for(wanted) not in sampled:
             index = slide.level_for(wanted)
-            if level is not None and index == level:
-                break  # the same tiles again would give the same estimate
-            level, (estimate, sampled) = index, self._sample_estimate(slide.levels[index])
-            if estimate is None:
-                break
-            asked = slide.levels[index].downsample / self.segmenter.scale_for(estimate)
+            sampled.add(index)
+            found, count = self._sample_estimate(slide.levels[index])
+            if found is None and estimate is None:
+                return downsample, f"{reason}; no confident cell in {count} tissue tiles to estimate the diameter"
+            if found is None:
+                break  # nothing confident at this level: keep the last estimate
+            estimate, tiles = found * slide.levels[index].downsample, count  # in level-0 pixels
+            # Within AUTO_RANGE of the pixel size's downsample, as an image's of its own scale.
+            asked = downsample / self.segmenter.scale_for(estimate / downsample)
             settled, wanted = within(asked, wanted, AUTO_SETTLED), asked
             if settled:
                 break
-        if estimate is None:
-            return downsample, f"{reason}; no confident cell in {sampled} tissue tiles to estimate the diameter"
-        self.estimated_diameter = estimate * slide.levels[level].downsample
-        found = f"cell diameter {self.estimated_diameter:.0f} px at level 0, estimated on {sampled} tissue tiles"
+        self.estimated_diameter = estimate
+        source = f"cell diameter {estimate:.0f} px at level 0, estimated on {tiles} tissue tiles"
         if within(wanted, downsample):
-            return downsample, f"{reason}; {found}, within the tolerance"
-        return wanted, found
+            return downsample, f"{reason}; {source}, within the tolerance"
+        return wanted, source
 
     def _sample_estimate(self, level) -> tuple[float | None, int]:
         """The cells' diameter in `level`'s pixels on up to AUTO_SAMPLE tissue tiles spread over
-        it, and how many tiles were sampled."""
+        it, and how many tiles were sampled (each process reads only the tiles it runs)."""
         tile, overlap = self.segmenter.settings.tile, self.segmenter.settings.overlap
         height, width = level.shape[:2]
         grid = Grid(height, width, tile, overlap)
         corners = [(y, x) for y in grid.rows for x in grid.cols if self.tissue is None or
                    self.tissue.touches(y, x, min(tile, height), min(tile, width), level.downsample)]
         spread = np.unique(np.linspace(0, len(corners) - 1, min(len(corners), AUTO_SAMPLE)).round().astype(int))
-        tiles = [np.asarray(level[y:y + tile, x:x + tile]) for y, x in (corners[i] for i in spread)]
+        tiles = _Tiles(level, [corners[i] for i in spread], tile)
         return self.segmenter.estimate_diameter(tiles), len(tiles)
 
     def report(self) -> dict:
@@ -148,6 +150,20 @@ class SlideRun:
             "cells": self.counts[CellClass.CYTOPLASM], "nuclei": self.counts[CellClass.NUCLEUS],
             "seconds": round(self.seconds, 1), "warning": warning,
         }
+
+
+class _Tiles(Sequence):
+    """Tiles of a level at `corners`, each read only when indexed."""
+
+    def __init__(self, level, corners: list[tuple[int, int]], tile: int):
+        self.level, self.corners, self.tile = level, corners, tile
+
+    def __len__(self) -> int:
+        return len(self.corners)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        y, x = self.corners[index]
+        return np.asarray(self.level[y:y + self.tile, x:x + self.tile])
 
 
 def _with_nuclei(found: Iterator[Found]) -> Iterator[tuple[Found | None, list[Found]]]:
