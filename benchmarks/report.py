@@ -178,17 +178,17 @@ def diameter_auto(name: str = "diameter_auto") -> str:
     data = load(name)
     sets = {set_name: scales for set_name, scales in data.items() if isinstance(scales, dict)
             and all(isinstance(row, dict) and "true_median_diameter" in row for row in scales.values())}
-    modes = ["none", "auto", "set", "true"] if any("set" in row for scales in sets.values()
-                                                   for row in scales.values()) else ["none", "auto", "true"]
+    modes = [mode for mode in ("none", "auto", "set", "true")
+             if all(mode in row for scales in sets.values() for row in scales.values())]
     labels = {"none": "no diameter", "auto": "`auto`, per image", "set": "one for the set", "true": "true diameter"}
     rows = []
     for set_name, scales in sets.items():
         for scale, row in scales.items():
             rows.append([f"{set_name}, {scale} (cells {row['true_median_diameter']:.0f} px)"] + [
                 f"{row[mode]['cytoplasm_map']:.2f} / {row[mode]['nucleus_map']:.2f}" for mode in modes]
-                + [f"{row['auto']['estimate_over_truth_median']:.2f}"]
+                + ([f"{row['auto']['estimate_over_truth_median']:.2f}"] if "auto" in modes else [])
                 + ([f"{row['set']['estimate_over_truth']:.2f}"] if "set" in modes else []))
-    return table(["set, scale"] + [labels[m] for m in modes] + ["per-image estimate / truth"]
+    return table(["set, scale"] + [labels[m] for m in modes] + (["per-image estimate / truth"] if "auto" in modes else [])
                  + (["set's estimate / truth"] if "set" in modes else []), rows, name)
 
 
@@ -400,6 +400,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "diameter_auto_test90_v2": lambda: diameter_auto("diameter_auto_test90_v2"),
     "diameter_auto_split_band": lambda: diameter_auto("diameter_auto_split_band"),
     "diameter_auto_split_shrunk": lambda: diameter_auto("diameter_auto_split_shrunk"),
+    "diameter_auto_split_settled": lambda: diameter_auto("diameter_auto_split_settled"),
+    "diameter_auto_split_settled_shrunk": lambda: diameter_auto("diameter_auto_split_settled_shrunk"),
+    "diameter_auto_test90_settled": lambda: diameter_auto("diameter_auto_test90_settled"),
 }
 
 
