@@ -133,8 +133,9 @@ def main() -> None:
             write_dataset(folder, tuned_on)
     results = {**provenance(), "frames": f"{described}, {TUNED} tuned on, {len(scored)} scored",
                "model": str(args.model or "shipped"), "seed": args.seed, "arms": {}}
-    results["arms"]["shipped"] = {**scores(load_model(args.model), scored), "minutes": 0.0}
-    print("shipped", results["arms"]["shipped"], flush=True)
+    start = "shipped" if args.model is None else "starting model"
+    results["arms"][start] = {**scores(load_model(args.model), scored), "minutes": 0.0}
+    print(start, results["arms"][start], flush=True)
     finetune = TrainConfig.of(init=str(args.model or "default"), train={"path": str(args.work / "tune")},
                               seed=args.seed)
     scratch = TrainConfig.of(train={"path": str(args.work / "tune")}, iterations=finetune.iterations, seed=args.seed)

@@ -390,7 +390,8 @@ def cluster_aug() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "index": index, "synth_throughput": synth_throughput, "evaluation_speed": evaluation_speed, "demo": demo,
     "throughput": throughput, "onnx_backbone": onnx_backbone, "measurements": measurements,
-    "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "finetune_shift_v2": lambda: finetune_shift("finetune_shift_v2"), "model_speed": model_speed, "tiling": tiling,
+    "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "finetune_shift_v2": lambda: finetune_shift("finetune_shift_v2"),
+    "finetune_split": lambda: finetune_shift("finetune_split"), "model_speed": model_speed, "tiling": tiling,
     "slides": slides, "default_recipe_test90": default_recipe_test90, "shipped_test90": shipped_test90,
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
