@@ -399,16 +399,20 @@ def predict_command(
         with processes.output_dir(out) as folder, progress_bar(enabled=processes.main) as bar:
             task = bar.add_task("segmenting", total=len(paths))
             tiles = bar.add_task("slide tiles", visible=False)
+            estimating = bar.add_task("estimating the cell diameter", visible=False)
 
             def done(item: InputReport) -> None:
                 if item.problem and len(paths) > 1:  # a lone image's problem is the command's one error line
                     console.print(f"[red]error:[/red] {item.problem}", highlight=False, soft_wrap=True)
                 bar.advance(task)
 
-            def report_tiles(done: int, total: int) -> None:
-                bar.update(tiles, completed=done, total=total, visible=done < total)
+            def following(task_id):
+                def update(done: int, total: int) -> None:
+                    bar.update(task_id, completed=done, total=total, visible=done < total)
+                return update
 
-            report = segment_files(segmenter, paths, folder, exports, on_input=done, on_tiles=report_tiles)
+            report = segment_files(segmenter, paths, folder, exports, on_input=done, on_tiles=following(tiles),
+                                   on_estimate=following(estimating))
             failures = report.failures
             if len(failures) == len(paths):  # raising inside the block discards the folder
                 if len(paths) == 1:

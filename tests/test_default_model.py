@@ -162,9 +162,11 @@ def test_auto_diameter_gives_a_set_of_images_one_diameter(model, train_image, tm
     for image, d in zip(images, done[1:]):
         expected = list(at_set_diameter.segment(image).masks(CellClass.CYTOPLASM))
         assert matched_cells(expected, list(d.result.masks(CellClass.CYTOPLASM)), iou=0.99) == len(expected)
-    # Under torchrun the other processes' estimates count too.
+    # Under torchrun the other processes' estimates count too; progress follows this process's share.
     gathered = donet.Segmenter(model, processes=_OtherProcess([2 * own[0]] * 3), device="cpu", diameter="auto")
-    assert gathered.estimate_diameter(images[:1]) == pytest.approx(2 * own[0])
+    followed = []
+    assert gathered.estimate_diameter(images, lambda *p: followed.append(p)) == pytest.approx(2 * own[0])
+    assert followed == [(1, 1)]  # images[0] is process 0's, images[1] the other's
 
 
 def test_a_process_without_images_still_joins_the_diameter_estimate(model, train_image, tmp_path):

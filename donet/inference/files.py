@@ -220,13 +220,15 @@ def write_slide(run: SlideRun, name: str, folder: Path, main: bool,
 
 def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports: Exports,
                   on_input: Callable[[InputReport], None] | None = None,
-                  on_tiles: Callable[[int, int], None] | None = None) -> Report:
+                  on_tiles: Callable[[int, int], None] | None = None,
+                  on_estimate: Callable[[int, int], None] | None = None) -> Report:
     """Segment every file into `folder` (the settings go to settings.json, COCO predictions
     of ordinary images to predictions.json, slides' reports to slides.json) and report what
     became of each. Whole slides (see `io.slides.is_slide`) are streamed to GeoJSON and
     Parquet. Under torchrun each process takes its share of the images and of each slide's
     tiles, and process 0 writes the shared files. `on_input` hears of each input as it is
-    done (once, on process 0); `on_tiles(done, total)` follows a slide's tiles."""
+    done (once, on process 0); `on_tiles(done, total)` follows a slide's tiles and
+    `on_estimate(done, total)` the images or tiles of a `--diameter auto` estimate."""
     processes, settings = segmenter.processes, segmenter.settings
     names = unique_names(paths)
     reports = [InputReport(str(path), name) for path, name in zip(paths, names)]
@@ -237,7 +239,7 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     diameter = None
     if settings.diameter == "auto":  # one for all the images, found by all processes on the first ones
         images = [path for i, path in enumerate(paths) if i not in slides]
-        diameter = segmenter.estimate_diameter(images[:AUTO_SAMPLE])
+        diameter = segmenter.estimate_diameter(images[:AUTO_SAMPLE], on_estimate)
     segmented = segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine], diameter)
     for index, done in zip(mine, segmented):
         report = reports[index]
@@ -256,7 +258,7 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
             on_input(report)
     for index in slides:
         report = reports[index]
-        run = segmenter.segment_slide(paths[index], progress=on_tiles)
+        run = segmenter.segment_slide(paths[index], progress=on_tiles, estimating=on_estimate)
         try:
             report.outputs, slide_summary = write_slide(run, report.name, folder, processes.main, exports.measure)
             report.slide = run.report()

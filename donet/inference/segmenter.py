@@ -217,16 +217,20 @@ class Segmenter:
             result, detection = first
         return result, detection, estimate
 
-    def estimate_diameter(self, images: Sequence[Input]) -> float | None:
+    def estimate_diameter(self, images: Sequence[Input],
+                          progress: Callable[[int, int], None] | None = None) -> float | None:
         """The typical cell diameter of images at one magnification: the median of each image's
         own estimate (as `diameter="auto"` finds it), None where no cell is confident. Images
         that cannot be read are left out. Under torchrun the processes share the images and
-        all get the same answer: call it on every process."""
+        all get the same answer: call it on every process. `progress(done, total)` follows
+        this process's share."""
         estimates, mine = [], [images[i] for i in range(self.processes.rank, len(images), self.processes.world)]
-        for name, _, pixels, problem, _ in self._read_ahead(mine):
+        for done, (name, _, pixels, problem, _) in enumerate(self._read_ahead(mine), 1):
             if problem is None:
                 estimate = self._at_its_cells_scale(pixels, name)[2]
                 estimates += [estimate] if estimate is not None else []
+            if progress:
+                progress(done, len(mine))
         estimates = [estimate for part in self.processes.all_gather(estimates) for estimate in part]
         return float(np.median(estimates)) if estimates else None
 
@@ -356,12 +360,14 @@ class Segmenter:
 
     # -- whole slides ------------------------------------------------------------------
 
-    def segment_slide(self, slide, progress: Callable[[int, int], None] | None = None):
+    def segment_slide(self, slide, progress: Callable[[int, int], None] | None = None,
+                      estimating: Callable[[int, int], None] | None = None):
         """A `slides.SlideRun` over `slide` (a path or an open `io.slides.Slide`): iterate it for
-        each cell with its nuclei, in level-0 coordinates, as they become final."""
+        each cell with its nuclei, in level-0 coordinates, as they become final. `progress`
+        follows its tiles, `estimating` the tiles of a `diameter="auto"` estimate."""
         from .slides import SlideRun
 
-        return SlideRun(self, slide, progress)
+        return SlideRun(self, slide, progress, estimating)
 
 
 def _for_inference(model: DoNet) -> DoNet:

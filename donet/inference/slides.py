@@ -30,8 +30,9 @@ class SlideRun:
     iterating. Every process of the segmenter's torchrun group must iterate: each runs its
     share of the tiles. `report()` says what was done once the iteration is over."""
 
-    def __init__(self, segmenter, slide: Slide | str | Path, progress: Callable[[int, int], None] | None = None):
-        self.segmenter, self.progress = segmenter, progress
+    def __init__(self, segmenter, slide: Slide | str | Path, progress: Callable[[int, int], None] | None = None,
+                 estimating: Callable[[int, int], None] | None = None):
+        self.segmenter, self.progress, self.estimating = segmenter, progress, estimating
         self.slide = slide if isinstance(slide, Slide) else None
         self.path = Path(slide.path if isinstance(slide, Slide) else slide)
         self.counts = {CellClass.CYTOPLASM: 0, CellClass.NUCLEUS: 0}
@@ -130,7 +131,7 @@ class SlideRun:
                    self.tissue.touches(y, x, min(tile, height), min(tile, width), level.downsample)]
         spread = np.unique(np.linspace(0, len(corners) - 1, min(len(corners), AUTO_SAMPLE)).round().astype(int))
         tiles = _Tiles(level, [corners[i] for i in spread], tile)
-        return self.segmenter.estimate_diameter(tiles), len(tiles)
+        return self.segmenter.estimate_diameter(tiles, self.estimating), len(tiles)
 
     def report(self) -> dict:
         """What was done: level, scale and why, tiles run and skipped, counts, seconds, and a
