@@ -17,9 +17,10 @@ from donet.errors import DonetError
 from donet.io import open_dataset, write_dataset
 from donet.modeling import image_tensor
 from donet.modeling.weights import read_checkpoint
-from donet.training import ClusterAugmentation, DataSpec, RunPaths, TrainConfig, TrainingDiverged, train
+from donet.training import (ClusterAugmentation, DataSpec, LowResolution, RunPaths, TrainConfig, TrainingDiverged,
+                            train)
 from donet.training import trainer as trainer_module
-from donet.training.augment import photometric_jitter
+from donet.training.augment import low_resolution, photometric_jitter
 from donet.training.schedule import warmup_multistep
 
 SMALL_MODEL = {"min_size": 128, "max_size": 128}
@@ -53,6 +54,34 @@ def test_photometric_jitter_stays_in_range_and_within_its_bounds():
     assert 0.8 - 1e-6 <= min(spreads) < 0.9 and 1.1 < max(spreads) <= 1.2 + 1e-6
     unchanged = photometric_jitter(image, np.random.default_rng(0), brightness=0.0, contrast=0.0)
     assert torch.allclose(unchanged, image)
+
+
+def test_low_resolution_blurs_fine_detail_away_and_keeps_coarse_shapes_in_place():
+    fine = torch.zeros(3, 64, 64)
+    fine[:, ::2, ::2] = fine[:, 1::2, 1::2] = 1.0  # a one-pixel checkerboard
+    coarse = torch.zeros(3, 64, 64)
+    coarse[:, 16:48, 16:48] = 1.0
+    for seed in range(5):
+        blurred = low_resolution(fine, np.random.default_rng(seed), (0.33, 0.45))
+        assert blurred.shape == fine.shape and float((blurred - 0.5).abs().max()) < 0.05
+        kept = low_resolution(coarse, np.random.default_rng(seed), (0.33, 0.45))
+        assert float((kept - coarse).abs().max()) > 0.2  # edges soften...
+        inside, square = kept[0] > 0.5, coarse[0] > 0.5
+        assert float((inside & square).sum() / (inside | square).sum()) > 0.98  # ...in place
+    assert torch.allclose(low_resolution(fine, np.random.default_rng(0), (1.0, 1.0)), fine)
+    with pytest.raises(ValueError, match="factors"):
+        LowResolution(factors=(0.5, 0.3))
+
+
+def test_low_resolution_changes_the_images_of_a_batch_not_their_targets(synthetic):
+    dataset = open_dataset(synthetic)
+    plain = config_for(synthetic, horizontal_flip=False, brightness=0.0, contrast=0.0)
+    images, targets = trainer_module.training_batch(plain, dataset, None, 0, Processes())
+    blurred = plain.model_copy(update={"low_resolution": LowResolution(probability=1.0, factors=(0.4, 0.4))})
+    changed, same_targets = trainer_module.training_batch(blurred, dataset, None, 0, Processes())
+    for image, image_changed, target, target_same in zip(images, changed, targets, same_targets):
+        assert image_changed.shape == image.shape and not torch.allclose(image_changed, image, atol=0.01)
+        assert all(torch.equal(target[key], target_same[key]) for key in target)
 
 
 def test_warmup_then_steps():

@@ -45,6 +45,17 @@ def photometric_jitter(image: torch.Tensor, rng: np.random.Generator, brightness
     return ((image - mean) * factor + mean + shift).clamp(0, 1)
 
 
+def low_resolution(image: torch.Tensor, rng: np.random.Generator, factors: tuple[float, float]) -> torch.Tensor:
+    """The image shrunk (antialiased) by a factor drawn log-uniformly from `factors` and
+    enlarged back to its size (bilinear, as inference enlarges images); boxes and masks
+    keep their place."""
+    factor = float(np.exp(rng.uniform(np.log(factors[0]), np.log(factors[1]))))
+    size = image.shape[-2:]
+    small = [max(1, round(side * factor)) for side in size]
+    shrunk = torch.nn.functional.interpolate(image[None], size=small, mode="bilinear", antialias=True)
+    return torch.nn.functional.interpolate(shrunk, size=size, mode="bilinear").clamp(0, 1)[0]
+
+
 def random_crop(image: torch.Tensor, target: dict[str, torch.Tensor], side: int, rng: np.random.Generator,
                 min_pixels: int = 16) -> tuple[torch.Tensor, dict]:
     """A side x side window at a random place; an instance keeps what of it lies inside (if

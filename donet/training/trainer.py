@@ -45,7 +45,7 @@ from ..io import open_dataset
 from ..modeling import DoNet, build_model, image_tensor, preset_config, training_target
 from ..modeling.presets import LADDER
 from ..modeling.weights import DEFAULT_MODEL, SCALE, load_model, load_weights, save_weights
-from .augment import photometric_jitter, random_crop, random_flips
+from .augment import low_resolution, photometric_jitter, random_crop, random_flips
 from .config import ClusterAugmentation, DataSpec, TrainConfig
 from .schedule import warmup_multistep
 
@@ -268,6 +268,8 @@ def training_batch(config: TrainConfig, train_set: Sequence[AnnotatedImage], aug
                                      config.horizontal_flip, config.vertical_flip, config.transpose)
         if crop is not None:
             image, target = random_crop(image, target, crop, rng)
+        if config.low_resolution is not None and rng.random() < config.low_resolution.probability:
+            image = low_resolution(image, rng, config.low_resolution.factors)
         if config.brightness or config.contrast:
             image = photometric_jitter(image, rng, config.brightness, config.contrast)
         images.append(image)
