@@ -25,8 +25,7 @@ import torch
 from provenance import provenance  # benchmarks/ is on the path when run as a script
 
 from donet.atomic import write_text_atomic
-from donet.evaluation import json_safe
-from donet.inference import evaluate_model
+from donet.evaluation import evaluate_model, json_safe
 from donet.io import open_dataset
 from donet.modeling import LADDER, SIZES
 from donet.modeling.weights import load_model

@@ -43,7 +43,7 @@ from provenance import provenance  # noqa: E402
 from donet.atomic import atomic_dir  # noqa: E402
 from donet.data import AnnotatedImage, Instance  # noqa: E402
 from donet.data.instances import encode_mask  # noqa: E402
-from donet.inference import evaluate_model  # noqa: E402
+from donet.evaluation import evaluate_model  # noqa: E402
 from donet.io import open_dataset, write_dataset  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 from donet.training import TrainConfig, train  # noqa: E402

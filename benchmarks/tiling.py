@@ -68,7 +68,7 @@ def child(model: str, image: str, tile: int, overlap: int, out: str, scale_caps:
     import torch
 
     from donet.inference import Segmenter
-    from donet.inference.files import open_image
+    from donet.io.images import open_image
     from donet.modeling.weights import load_model, read_checkpoint
 
     torch.set_num_threads(2)

@@ -24,8 +24,15 @@ from . import __version__
 from .atomic import atomic_dir, write_text_atomic
 from .data import ClusterAugmentor, SynthConfig, dataset_stats, generate
 from .errors import DonetError
-from .evaluation import evaluate, json_safe, table_rows
-from .evaluation.evaluate import MAX_DETS, PAPER_SCORE_THRESHOLD, STANDARD_SCORE_THRESHOLD, TABLE_ROWS
+from .evaluation import (
+    MAX_DETS,
+    PAPER_SCORE_THRESHOLD,
+    STANDARD_SCORE_THRESHOLD,
+    TABLE_ROWS,
+    evaluate,
+    json_safe,
+    table_rows,
+)
 from .evaluation.measurement_accuracy import MEASUREMENT_COLUMNS, measurement_rows
 from .inference.settings import InferenceSettings
 from .io import DataFormat, open_dataset, write_dataset
@@ -196,7 +203,8 @@ def train_command(
     val_images: Annotated[Optional[Path], typer.Option(help="Validation images, when not beside the annotations.")] = None,
 ) -> None:
     """Train a preset; under torchrun --nproc_per_node N, with DDP."""
-    from .training import TrainConfig, train as train_model
+    from .training import TrainConfig
+    from .training import train as train_model
 
     if resume:
         run_config = None  # the run's own config.json

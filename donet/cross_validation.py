@@ -10,8 +10,7 @@ import numpy as np
 
 from .atomic import ensure_new_dir, write_text_atomic
 from .data import Dataset
-from .evaluation import json_safe
-from .inference import evaluate_model
+from .evaluation import evaluate_model, json_safe
 from .modeling.weights import load_model
 from .training import TrainConfig, train
 

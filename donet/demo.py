@@ -16,9 +16,9 @@ from rich.console import Console
 
 from .atomic import atomic_dir, write_text_atomic
 from .data import SynthConfig, generate
-from .evaluation import json_safe
+from .evaluation import evaluate_model, json_safe
 from .figures import overlay, save_png
-from .inference import Exports, InferenceSettings, Segmenter, evaluate_model, segment_files
+from .inference import Exports, InferenceSettings, Segmenter, segment_files
 from .io import open_dataset, write_dataset
 from .modeling.weights import load_model
 from .report import write_report

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pictures import decode_colours
 from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy import ndimage
@@ -15,16 +16,16 @@ from scipy.optimize import linear_sum_assignment
 from skimage.transform import rescale
 
 import donet
+import donet.inference.segmenter as segmenter_module
 from donet.data import CellClass
 from donet.data.instances import encode_mask
 from donet.data.stats import median_diameter
 from donet.distributed import Processes
 from donet.errors import DonetError
-import donet.inference.segmenter as segmenter_module
+from donet.inference.diameter import AUTO_PASSES, AUTO_SETTLED
 from donet.inference.files import Exports, segment_files, write_exports
 from donet.io import open_dataset, write_dataset
 from donet.modeling.weights import DEFAULT_MODEL
-from pictures import decode_colours
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def test_auto_diameter_runs_again_until_the_estimate_settles(model, monkeypatch,
     scales, result, estimate = _auto_passes(model, monkeypatch, read)
     assert len(scales) == passes and scales[0] == 1
     # Settled: the last pass ran within AUTO_SETTLED of the scale its estimate asks for.
-    assert abs(np.log(scales[-1] * estimate / trained)) <= np.log(segmenter_module.AUTO_SETTLED)
+    assert abs(np.log(scales[-1] * estimate / trained)) <= np.log(AUTO_SETTLED)
     assert abs(np.log(estimate / truth)) < abs(np.log(read(1.0) / truth))
     # The result is the first pass's where the settled scale is within the tolerance of 1.
     assert result.scale == (scales[-1] if kept == "last" else 1.0)
@@ -132,7 +133,7 @@ def test_auto_diameter_stops_after_its_passes_when_the_estimate_never_settles(mo
         return trained / 1.3 if scale == 1 else trained / scale * 1.3
 
     scales, result, estimate = _auto_passes(model, monkeypatch, read)
-    assert scales == pytest.approx([1, 1.3] * 2) and len(scales) == 1 + segmenter_module.AUTO_PASSES
+    assert scales == pytest.approx([1, 1.3] * 2) and len(scales) == 1 + AUTO_PASSES
     assert estimate == pytest.approx(trained) and result.scale == 1  # the last estimate asks for the first scale
 
 

@@ -24,8 +24,9 @@ from donet.data.stats import median_diameter
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid
 from donet.errors import DonetError
 from donet.inference import Segmenter, SlideRun
-from donet.inference.files import expand_inputs, open_image
+from donet.inference.files import expand_inputs
 from donet.io import open_dataset
+from donet.io.images import open_image
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from donet.data import CellClass
+from donet.inference import InferenceSettings, probability_maps
 from donet.inference.paste import CHUNK, paste_thresholded
-from donet.inference.segmenter import probability_maps
 
 SIZE = (60, 90)
 CELL, NUCLEUS = int(CellClass.CYTOPLASM), int(CellClass.NUCLEUS)
@@ -128,6 +128,6 @@ def test_masks_lie_in_their_mask_boxes_not_their_detection_boxes():
     hull[15:45, 23:67] = True
     pasted = probability_maps(found, SIZE, 0.0)["recombined"] >= 0.5
     assert pasted[core].all() and not pasted[~hull].any()
-    [cell] = instances(segment_tiled(lambda crops, corners: [found], np.zeros(SIZE, np.uint8), 128, 32, 0.5, 0.5),
-                       SIZE)
+    settings = InferenceSettings(tile=128, overlap=32, nucleus_mask_threshold=0.5)
+    [cell] = instances(segment_tiled(lambda crops, corners: [found], np.zeros(SIZE, np.uint8), settings), SIZE)
     assert cell.mask[core].all() and not cell.mask[~hull].any()

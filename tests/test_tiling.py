@@ -4,9 +4,13 @@ from pycocotools import mask as mask_utils
 from torchvision.ops import roi_align
 
 from donet.data import CellClass, SynthConfig, generate
-from donet.data.nuclei import assign_parents
 from donet.data.instances import encode_at
+from donet.data.nuclei import assign_parents
+from donet.inference import InferenceSettings
 from donet.inference.tiling import instances, segment_tiled, tile_starts
+
+# Tiles of 384 px overlapping by 160; cells and nuclei thresholded at 0.5.
+TILES = InferenceSettings(tile=384, overlap=160, nucleus_mask_threshold=0.5)
 
 
 def test_encode_at_equals_encoding_the_whole_mask():
@@ -63,12 +67,9 @@ def test_tiled_equals_one_pass_with_no_duplicates_and_overlaps_kept():
     sample = generate(0, config, seed=1)
     detect = FieldOfView(sample)
     size = sample.image.shape[:2]
-    one_pass = instances(segment_tiled(detect, sample.image, tile=1024, overlap=0, score_threshold=0.5,
-                                       mask_threshold=0.5), size)
-    tiled = instances(segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5,
-                                    mask_threshold=0.5), size)
-    batched = instances(segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5,
-                                      mask_threshold=0.5, batch_size=4), size)
+    one_pass = instances(segment_tiled(detect, sample.image, InferenceSettings(tile=1024, overlap=0, nucleus_mask_threshold=0.5)), size)
+    tiled = instances(segment_tiled(detect, sample.image, TILES), size)
+    batched = instances(segment_tiled(detect, sample.image, TILES.model_copy(update={"batch_size": 4})), size)
     assert [(i.rle, i.parent) for i in batched] == [(i.rle, i.parent) for i in tiled]
     assert len(one_pass) == len(sample.instances)
     assert sorted(i.rle["counts"] for i in tiled) == sorted(i.rle["counts"] for i in one_pass)
@@ -99,7 +100,7 @@ def test_results_stream_out_row_by_row_and_skipped_tiles_give_nothing():
     size = sample.image.shape[:2]
     first_out = None
     found = []
-    for item in segment_tiled(counting, sample.image, tile=384, overlap=160, score_threshold=0.5, mask_threshold=0.5):
+    for item in segment_tiled(counting, sample.image, TILES):
         if first_out is None and item.piece.category == CellClass.CYTOPLASM:
             first_out = len(calls)
         found.append(item)
@@ -107,8 +108,7 @@ def test_results_stream_out_row_by_row_and_skipped_tiles_give_nothing():
     assert first_out <= 4 * len(calls) // rows  # out after four rows of tiles, not at the end
     everything = instances(found, size)
     # Skipping the tiles of the left column loses exactly the cells those tiles own.
-    kept = instances(segment_tiled(detect, sample.image, tile=384, overlap=160, score_threshold=0.5,
-                                   mask_threshold=0.5, runs=lambda y, x, h, w: x > 0), size)
+    kept = instances(segment_tiled(detect, sample.image, TILES, runs=lambda y, x, h, w: x > 0), size)
     seam = (0 + 384 + tile_starts(600, 384, 160)[1]) / 2
     owned_elsewhere = {i.rle["counts"] for i in everything if i.category == CellClass.CYTOPLASM
                        and mask_utils.toBbox(i.rle)[0] + mask_utils.toBbox(i.rle)[2] / 2 > seam + 8}
@@ -122,13 +122,13 @@ def test_cells_and_nuclei_have_their_own_mask_threshold():
     sample = generate(0, config, seed=4)
     size = sample.image.shape[:2]
 
-    def run(thresholds):
-        found = instances(segment_tiled(FieldOfView(sample), sample.image, tile=512, overlap=0, score_threshold=0.5,
-                                        mask_threshold=thresholds), size)
+    def run(cell, nucleus):
+        settings = InferenceSettings(tile=512, overlap=0, mask_threshold=cell, nucleus_mask_threshold=nucleus)
+        found = instances(segment_tiled(FieldOfView(sample), sample.image, settings), size)
         return ({i.id: i.area for i in found if i.category == CellClass.CYTOPLASM},
                 {i.id: i.area for i in found if i.category == CellClass.NUCLEUS})
 
-    cells, nuclei = run(0.5)
-    same_cells, smaller_nuclei = run({CellClass.CYTOPLASM: 0.5, CellClass.NUCLEUS: 0.9})
+    cells, nuclei = run(0.5, 0.5)
+    same_cells, smaller_nuclei = run(0.5, 0.9)
     assert same_cells == cells
     assert smaller_nuclei.keys() == nuclei.keys() and all(smaller_nuclei[k] < nuclei[k] for k in nuclei)

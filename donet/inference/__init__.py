@@ -10,8 +10,7 @@ import importlib
 from .settings import InferenceSettings
 
 _LAZY = {
-    "Segmenter": "segmenter", "Segmented": "segmenter", "segment": "segmenter", "resolve_device": "segmenter",
-    "diameter_scale": "segmenter", "probability_maps": "segmenter", "evaluate_model": "segmenter",
+    "Segmenter": "segmenter", "Segmented": "segmenter", "segment": "segmenter", "probability_maps": "paste",
     "Exports": "files", "InputReport": "files", "Report": "files", "expand_inputs": "files",
     "segment_files": "files", "SlideRun": "slides",
 }

@@ -9,9 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import tifffile
-
 from ..atomic import write_text_atomic
 from ..data.instances import AnnotatedImage, CellClass
 from ..data.measurements import (
@@ -36,17 +33,17 @@ from ..io.geojson import (
     write_geojson,
 )
 from ..io.imagej import write_roi_zip
-from ..io.images import IMAGE_SUFFIXES, read_image
+from ..io.images import IMAGE_SUFFIXES
 from ..io.label_stack import write_label_stack
 from ..io.names import unique_names
 from ..io.parquet import open_table, table_row
-from ..io.planes import Planes
 from ..io.polygons import geojson_geometry
 from ..io.slides import OPENSLIDE_SUFFIXES, is_slide
-from .segmenter import AUTO_SAMPLE, Segmenter, probability_maps
+from .diameter import AUTO_SAMPLE
+from .paste import probability_maps
+from .segmenter import Segmenter
 from .slides import SlideRun, level0
 
-MAX_PIXELS = 2 ** 31  # beyond this a single plane no longer fits the RLE size fields
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".svs", *OPENSLIDE_SUFFIXES)
 
 
@@ -109,24 +106,6 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     if not found:
         raise DonetError(None, "no input images")
     return found
-
-
-def open_image(path: Path, planes: Planes = Planes()) -> np.ndarray:
-    """Pixels; a large uncompressed TIFF is memory-mapped so tiles are read as needed.
-    `planes`: which focal plane, time and channel of a stack."""
-    if path.suffix.lower() in (".tif", ".tiff") and path.is_file() and planes.channel is None:
-        try:
-            pixels = tifffile.memmap(path, mode="r")
-            # Only what the model reads as stored: native 8- or 16-bit, gray or colour.
-            if (pixels.dtype in (np.uint8, np.uint16) and pixels.dtype.isnative
-                    and (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] in (3, 4)))):
-                return pixels
-        except (ValueError, tifffile.TiffFileError, OSError):
-            pass  # compressed or unusual layout: read it whole
-    pixels = read_image(path, planes)
-    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
-        raise DonetError(path, f"image of {pixels.shape[1]}x{pixels.shape[0]} pixels is too large")
-    return pixels
 
 
 def write_exports(result: AnnotatedImage, detection: dict | None, folder: Path, exports: Exports,

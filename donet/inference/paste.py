@@ -1,4 +1,5 @@
-"""RoI masks pasted into image space, many at once on the model's device.
+"""RoI masks pasted into image space, many at once on the model's device, and the probability
+maps of the paper's Fig. 6.
 
 torchvision pastes one detection per call (`paste_mask_in_image`), which on a GPU costs a
 few kernel launches per cell. Here every detection of a tile is pasted by one gather on
@@ -13,6 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+from ..data.instances import CellClass
 
 CHUNK = 32  # detections pasted at once: bounds memory on crowded tiles
 
@@ -82,3 +86,23 @@ def _axis(start: torch.Tensor, end: torch.Tensor, canvas: torch.Tensor, source: 
     weight = src - low.to(torch.float32)
     inside = (index >= 0) & (index < span[:, None]) & (position[None, :] < canvas[:, None])
     return low, high, weight, inside
+
+
+def probability_maps(detection: dict[str, torch.Tensor], size: tuple[int, int],
+                     score_threshold: float) -> dict[str, np.ndarray]:
+    """Image-space maxima over detected cells of the intersection, complement and recombined
+    probabilities (the paper's Fig. 6 heatmaps)."""
+    keep = (detection["scores"] >= score_threshold) & (detection["labels"] == int(CellClass.CYTOPLASM))
+    maps = {}
+    for key, name in (("intersection_probs", "intersection"), ("complement_probs", "complement"),
+                      ("mask_probs", "recombined")):
+        if key not in detection:
+            continue
+        total = np.zeros(size, dtype=np.float32)
+        probs, boxes = detection[key][keep], detection["mask_boxes"][keep]
+        for start in range(0, len(probs), CHUNK):
+            chunk = slice(start, start + CHUNK)
+            pasted = paste_masks_in_image(probs[chunk, None], boxes[chunk], size, padding=1)[:, 0]
+            total = np.maximum(total, pasted.max(dim=0).values.cpu().numpy())
+        maps[name] = total
+    return maps

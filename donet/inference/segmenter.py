@@ -20,17 +20,23 @@ from typing import Literal
 import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from ..data.instances import AnnotatedImage, CellClass, Instance
-from ..data.stats import equivalent_diameter
+from ..data.instances import AnnotatedImage, Instance
 from ..distributed import Processes
 from ..errors import DonetError, ProcessLost
-from ..evaluation import evaluate
+from ..io.images import open_image
 from ..io.names import output_name
 from ..io.planes import Planes
-from ..modeling import DoNet, ModelConfig
-from .paste import CHUNK
+from ..modeling import DoNet
+from .diameter import (
+    AUTO_PASSES,
+    AUTO_SAMPLE,
+    AUTO_SETTLED,
+    estimate_scale,
+    settings_scale,
+    typical_diameter,
+    within,
+)
 from .settings import InferenceSettings
 from .tiling import instances, segment_tiled
 
@@ -49,46 +55,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise DonetError(None, "--device mps: no MPS device is available")
     return torch.device(name)
-
-
-def diameter_scale(config: ModelConfig, diameter: float | str | None) -> float:
-    """The factor that brings cells of `diameter` pixels to the size the model was trained
-    at (1 for None; "auto" starts at 1, see `Segmenter`)."""
-    if diameter is None:
-        return 1.0
-    if config.cell_diameter is None:
-        raise DonetError(None, "this model records no training cell diameter (trained before donet recorded it); "
-                               "retrain it, or leave --diameter out")
-    return 1.0 if diameter == "auto" else config.cell_diameter / diameter
-
-
-# --diameter auto rescales images only when their cells ask for a scale that differs from the
-# settings' by more than this factor.
-AUTO_TOLERANCE = 1.25
-# Cells far from the model's size are misread toward it, so an estimate is trusted once the
-# pass it came from ran within this factor of the scale it asks for: a first pass that finds
-# cells 1.2x too large is run again at their scale before the tolerance decides. An image gets
-# at most AUTO_PASSES passes after its first; a slide's tiles are sampled at most AUTO_PASSES
-# times (see `slides.SlideRun`).
-AUTO_SETTLED = 1.1
-AUTO_PASSES = 3
-AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
-AUTO_RANGE = (0.25, 4.0)  # rescaling beyond this is a misreading (debris, merged cells), not a magnification
-# Many images share one diameter, the median of the first images' own estimates, so that a
-# few misread images do not each go to their own scale: on the train45 split rescaled
-# 0.5-2.0x, one diameter for the set kept cytoplasm mAP within 1.3 points of the unscaled
-# images, one per image fell 8.3 short at 0.5x (benchmarks/diameter_auto.py).
-AUTO_SAMPLE = 16
-
-
-def typical_diameter(result: AnnotatedImage) -> float | None:
-    """Median equivalent-circle diameter of the confident cells, or None without any."""
-    diameters = [equivalent_diameter(cell.area) for cell in result.cells if cell.score >= AUTO_SCORE]
-    return float(np.median(diameters)) if diameters else None
-
-
-def within(scale: float, other: float, factor: float = AUTO_TOLERANCE) -> bool:
-    return abs(np.log(scale / other)) <= np.log(factor)
 
 
 @dataclass
@@ -126,7 +92,7 @@ class Segmenter:
         self.device = self.processes.device(resolve_device(self.settings.device))
         if self.settings.precision != "fp32" and self.device.type != "cuda":
             raise DonetError(None, f"--precision {self.settings.precision} needs a CUDA device")
-        self.scale = diameter_scale(model.config, self.settings.diameter)
+        self.scale = settings_scale(model.config, self.settings.diameter)
         self.model = model.eval().to(self.device)
         self.network = _for_inference(self.model) if self.device.type == "cpu" else self.model
 
@@ -205,7 +171,7 @@ class Segmenter:
         for _ in range(AUTO_PASSES):
             if estimate is None:
                 break
-            wanted = self.scale_for(estimate)
+            wanted = estimate_scale(self.model.config, estimate)
             if within(wanted, scale, AUTO_SETTLED):
                 break
             again, again_detection = self._segment_at(image, name, wanted, progress)
@@ -213,7 +179,7 @@ class Segmenter:
             if found is None:
                 break  # nothing confident at that scale: keep the last pass
             scale, result, detection, estimate = wanted, again, again_detection, found
-        if estimate is not None and within(self.scale_for(estimate), self.scale):
+        if estimate is not None and within(estimate_scale(self.model.config, estimate), self.scale):
             result, detection = first
         return result, detection, estimate
 
@@ -234,10 +200,6 @@ class Segmenter:
         estimates = [estimate for part in self.processes.all_gather(estimates) for estimate in part]
         return float(np.median(estimates)) if estimates else None
 
-    def scale_for(self, diameter: float) -> float:
-        """The factor that brings cells of `diameter` pixels to the model's, within AUTO_RANGE."""
-        return float(np.clip(self.model.config.cell_diameter / diameter, *AUTO_RANGE))
-
     def _segment_at(self, image, name, scale, progress=None, detection=None):
         first: list = []
 
@@ -246,9 +208,7 @@ class Segmenter:
             first.extend(found)
             return found
 
-        s = self.settings
-        found = segment_tiled(detect, image, s.tile, s.overlap, s.score_threshold, s.mask_thresholds,
-                              s.batch_size, progress=progress)
+        found = segment_tiled(detect, image, self.settings, progress=progress)
         result = AnnotatedImage(name, image, instances(found, image.shape[:2]))
         return result, first[0] if len(first) == 1 else None
 
@@ -275,8 +235,8 @@ class Segmenter:
                     sample = list(islice(rest, AUTO_SAMPLE))
                     inputs = chain(sample, rest)
                 diameter = self.estimate_diameter(sample)
-            if diameter is not None and not within(self.scale_for(diameter), scale):
-                scale = self.scale_for(diameter)
+            if diameter is not None and not within(estimate_scale(self.model.config, diameter), scale):
+                scale = estimate_scale(self.model.config, diameter)
         read = self._read_ahead(inputs)
         if names is not None:
             read = ((names[index], *rest) for index, (_, *rest) in enumerate(read))
@@ -387,8 +347,6 @@ def _for_inference(model: DoNet) -> DoNet:
 
 
 def _read(item: Callable[[], Input], planes: Planes) -> tuple[str, Path | None, np.ndarray | None, str | None, float]:
-    from .files import open_image
-
     started, value = time.perf_counter(), None
     try:
         value = item()
@@ -405,35 +363,8 @@ def _read(item: Callable[[], Input], planes: Planes) -> tuple[str, Path | None, 
         return output_name(path) if path else "image", path, None, str(exc), time.perf_counter() - started
 
 
-def probability_maps(detection: dict[str, torch.Tensor], size: tuple[int, int],
-                     score_threshold: float) -> dict[str, np.ndarray]:
-    """Image-space maxima over detected cells of the intersection, complement and recombined
-    probabilities (the paper's Fig. 6 heatmaps)."""
-    keep = (detection["scores"] >= score_threshold) & (detection["labels"] == int(CellClass.CYTOPLASM))
-    maps = {}
-    for key, name in (("intersection_probs", "intersection"), ("complement_probs", "complement"),
-                      ("mask_probs", "recombined")):
-        if key not in detection:
-            continue
-        total = np.zeros(size, dtype=np.float32)
-        probs, boxes = detection[key][keep], detection["mask_boxes"][keep]
-        for start in range(0, len(probs), CHUNK):
-            chunk = slice(start, start + CHUNK)
-            pasted = paste_masks_in_image(probs[chunk, None], boxes[chunk], size, padding=1)[:, 0]
-            total = np.maximum(total, pasted.max(dim=0).values.cpu().numpy())
-        maps[name] = total
-    return maps
-
-
 def segment(model: DoNet, image: np.ndarray, name: str = "image", **settings) -> AnnotatedImage:
     """Segment one numpy image: overlapping cells stay separate instances. `settings` are
     `InferenceSettings` fields, e.g. `score_threshold=0.3` or `diameter=60` (the cells'
     typical diameter in pixels, when it differs from the training images')."""
     return Segmenter(model, **settings).segment(image, name)
-
-
-def evaluate_model(model: DoNet, truth: Sequence[AnnotatedImage], device: str = "auto", **thresholds) -> dict:
-    """Every protocol's scores of `model` on `truth`, from every detection it makes (see
-    `Segmenter.keeping_every_detection`); `thresholds` are `evaluation.evaluate`'s."""
-    segmenter = Segmenter.keeping_every_detection(model, device=device)
-    return evaluate(truth, segmenter.instances_by_name(truth), **thresholds)

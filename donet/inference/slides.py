@@ -14,7 +14,7 @@ import numpy as np
 from ..data.instances import CellClass
 from ..data.tissue import TissueMap
 from ..io.slides import Slide, open_slide
-from .segmenter import AUTO_PASSES, AUTO_SAMPLE, AUTO_SETTLED, within
+from .diameter import AUTO_PASSES, AUTO_SAMPLE, AUTO_SETTLED, estimate_scale, within
 from .tiling import Found, Grid, segment_tiled
 
 # Skipping more of a slide than this as glass is more likely a misreading than an empty slide.
@@ -68,9 +68,8 @@ class SlideRun:
         def detect(crops, corners):
             return self.segmenter.detect(crops, scale)
 
-        found = segment_tiled(detect, level, settings.tile, settings.overlap, settings.score_threshold,
-                              settings.mask_thresholds, settings.batch_size, runs=runs if tissue else None,
-                              share=processes if processes.world > 1 else None, progress=self.progress)
+        found = segment_tiled(detect, level, settings, runs=runs if tissue else None, share=processes,
+                              progress=self.progress)
         for cell, nuclei in _with_nuclei(found):
             for item in ([cell] if cell else []) + nuclei:
                 self.counts[item.piece.category] += 1
@@ -111,7 +110,7 @@ class SlideRun:
                 break  # nothing confident at this level: keep the last estimate
             estimate, tiles = found * slide.levels[index].downsample, count  # in level-0 pixels
             # Within AUTO_RANGE of the pixel size's downsample, as an image's of its own scale.
-            asked = downsample / self.segmenter.scale_for(estimate / downsample)
+            asked = downsample / estimate_scale(self.segmenter.model.config, estimate / downsample)
             settled, wanted = within(asked, wanted, AUTO_SETTLED), asked
             if settled:
                 break

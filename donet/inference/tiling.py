@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,7 +27,9 @@ from pycocotools import mask as mask_utils
 
 from ..data.instances import CellClass, Instance, encode_at
 from ..data.nuclei import assign_parents
+from ..distributed import Processes
 from .paste import paste_thresholded
+from .settings import InferenceSettings
 
 Detect = Callable[[list[np.ndarray], list[tuple[int, int]]], list[dict[str, torch.Tensor]]]
 
@@ -53,15 +54,6 @@ class Found:
     number: int
     piece: Piece
     parent: int | None = None
-
-
-class Share(Protocol):
-    """This process's part of a job spread over `world` processes (see `donet.distributed`)."""
-
-    rank: int
-    world: int
-
-    def all_gather(self, item: object) -> list: ...
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -108,20 +100,18 @@ class Grid:
         return (int(np.searchsorted(row_seams, y, side="right")), int(np.searchsorted(col_seams, x, side="right")))
 
 
-def segment_tiled(detect: Detect, image, tile: int, overlap: int, score_threshold: float,
-                  mask_threshold: float | Mapping[CellClass, float],
-                  batch_size: int = 1, seam_margin: float = 8.0, runs: Callable[[int, int, int, int], bool] | None = None,
-                  share: Share | None = None, progress: Callable[[int, int], None] | None = None) -> Iterator[Found]:
+def segment_tiled(detect: Detect, image, settings: InferenceSettings, *, seam_margin: float = 8.0,
+                  runs: Callable[[int, int, int, int], bool] | None = None, share: Processes | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Iterator[Found]:
     """Final detections of `image` (anything sliced as an (H, W[, C]) array and read a tile at
     a time: an array, a memory map, a slide level), in tile-row order, from `detect`, which
-    maps up to `batch_size` crops and their top-left corners (y, x) to detections in each
-    crop's coordinates (see `DoNet`; a model ignores the corners), thresholding masks at
-    `mask_threshold` (one for all, or per class). `runs(y, x, h, w)` says
-    whether a tile is worth running (default: all). With `share`, this process runs its
-    part of the tiles and all processes yield the same detections. Each cell is followed by
-    its nuclei. The settings' defaults are `InferenceSettings`'."""
-    grid = Grid(image.shape[0], image.shape[1], tile, overlap)
-    thresholds = mask_threshold if isinstance(mask_threshold, Mapping) else dict.fromkeys(CellClass, mask_threshold)
+    maps up to `settings.batch_size` crops and their top-left corners (y, x) to detections in
+    each crop's coordinates (see `DoNet`; a model ignores the corners), with the settings'
+    tiles, score and mask thresholds. `runs(y, x, h, w)` says whether a tile is worth running
+    (default: all). With `share`, this process runs its part of the tiles and all processes
+    yield the same detections. Each cell is followed by its nuclei."""
+    tile, batch_size = settings.tile, settings.batch_size
+    grid = Grid(image.shape[0], image.shape[1], tile, settings.overlap)
     rows, cols = grid.rows, grid.cols
     wanted = [[c for c in range(len(cols)) if runs is None or runs(rows[r], cols[c], min(tile, grid.height),
                                                                    min(tile, grid.width))]
@@ -138,8 +128,8 @@ def segment_tiled(detect: Detect, image, tile: int, overlap: int, score_threshol
             corners = [(rows[r], cols[c]) for c in batch]
             crops = [np.asarray(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
             for c, crop, detection in zip(batch, crops, detect(crops, corners)):
-                pieces += _claimed(detection, grid, (r, c), crop.shape[:2], score_threshold, thresholds,
-                                   seam_margin)
+                pieces += _claimed(detection, grid, (r, c), crop.shape[:2], settings.score_threshold,
+                                   settings.mask_thresholds, seam_margin)
         if share is not None and share.world > 1:
             pieces = sorted((p for part in share.all_gather(pieces) for p in part), key=lambda p: p.tile)
         done += len(columns)

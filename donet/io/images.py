@@ -14,6 +14,7 @@ from ..errors import DonetError
 from .planes import Planes, select
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MAX_PIXELS = 2 ** 31  # beyond this a single plane no longer fits the RLE size fields
 
 
 def read_image(path: str | Path, planes: Planes = Planes()) -> np.ndarray:
@@ -57,6 +58,24 @@ def read_image(path: str | Path, planes: Planes = Planes()) -> np.ndarray:
         if np.issubdtype(pixels.dtype, np.floating):
             raise DonetError(path, f"floating-point images are not supported (dtype {pixels.dtype})")
         pixels = pixels.clip(0, 65535).astype(np.uint16)
+    return pixels
+
+
+def open_image(path: Path, planes: Planes = Planes()) -> np.ndarray:
+    """Pixels; a large uncompressed TIFF is memory-mapped so tiles are read as needed.
+    `planes`: which focal plane, time and channel of a stack."""
+    if path.suffix.lower() in (".tif", ".tiff") and path.is_file() and planes.channel is None:
+        try:
+            pixels = tifffile.memmap(path, mode="r")
+            # Only what the model reads as stored: native 8- or 16-bit, gray or colour.
+            if (pixels.dtype in (np.uint8, np.uint16) and pixels.dtype.isnative
+                    and (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] in (3, 4)))):
+                return pixels
+        except (ValueError, tifffile.TiffFileError, OSError):
+            pass  # compressed or unusual layout: read it whole
+    pixels = read_image(path, planes)
+    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
+        raise DonetError(path, f"image of {pixels.shape[1]}x{pixels.shape[0]} pixels is too large")
     return pixels
 
 

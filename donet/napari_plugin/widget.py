@@ -131,7 +131,7 @@ class SegmentWidget(Container):
         worker.start()
 
     def _segment(self, pixels: np.ndarray, model_path: str | None, settings: InferenceSettings):
-        from ..inference.segmenter import Segmenter
+        from ..inference import Segmenter
         from ..modeling.weights import load_model
 
         key = (model_path or "", settings.device)
@@ -156,7 +156,7 @@ class SegmentWidget(Container):
             meta["metadata"]["region"] = region
             self.viewer._add_layer_from_data(data, meta, kind)
         if self.maps.value and detection is not None:
-            from ..inference.segmenter import probability_maps
+            from ..inference import probability_maps
 
             maps = probability_maps(detection, pixels.shape[:2], settings.score_threshold)
             if "attention" in detection:

@@ -39,12 +39,17 @@ from ..data.instances import AnnotatedImage
 from ..data.stats import median_diameter
 from ..distributed import Processes
 from ..errors import DonetError
-from ..evaluation import json_safe
-from ..inference import evaluate_model
+from ..evaluation import evaluate_model, json_safe
 from ..io import open_dataset
 from ..modeling import DoNet, build_model, image_tensor, preset_config, training_target
 from ..modeling.presets import LADDER
-from ..modeling.weights import DEFAULT_MODEL, SCALE, load_model, load_weights, save_weights
+from ..modeling.weights import (
+    DEFAULT_MODEL,
+    SCALE,
+    load_model,
+    load_weights,
+    save_weights,
+)
 from .augment import low_resolution, photometric_jitter, random_crop, random_flips
 from .config import ClusterAugmentation, DataSpec, TrainConfig
 from .schedule import warmup_multistep

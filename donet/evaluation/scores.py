@@ -1,9 +1,10 @@
-"""Evaluation of predicted instances against ground truth: every protocol, per class and averaged."""
+"""Evaluation of predicted instances (or of a model) against ground truth: every protocol, per
+class and averaged."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -76,6 +77,19 @@ def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Ins
         # Cell area, nucleus area and N/C ratio of matched cells, at the standard threshold.
         "measurements": measurement_accuracy(truth, predictions, standard_score_threshold),
     }
+
+
+def evaluate_model(model, truth: Sequence[AnnotatedImage], device: str = "auto",
+                   progress: Callable[[], None] | None = None, **thresholds) -> dict:
+    """`evaluate` of what `model` (a `DoNet`) finds in `truth`'s images: every detection, as
+    AP ranks them and the protocols apply their own score thresholds. `progress()` is
+    called after each image."""
+    from ..inference import (
+        Segmenter,  # torch, which scoring saved predictions does without
+    )
+
+    found = Segmenter.keeping_every_detection(model, device=device).instances_by_name(truth, progress)
+    return evaluate(truth, found, **thresholds)
 
 
 def json_safe(value):

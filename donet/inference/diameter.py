@@ -1,0 +1,62 @@
+"""Cell diameter and scale: the factor an image is resized by so that its cells reach the
+size the model was trained at, given a diameter or estimated from a pass of the model
+(`--diameter auto`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.instances import AnnotatedImage
+from ..data.stats import equivalent_diameter
+from ..errors import DonetError
+from ..modeling import ModelConfig
+
+# --diameter auto rescales images only when their cells ask for a scale that differs from the
+# settings' by more than this factor.
+AUTO_TOLERANCE = 1.25
+# Cells far from the model's size are misread toward it, so an estimate is trusted once the
+# pass it came from ran within this factor of the scale it asks for: a first pass that finds
+# cells 1.2x too large is run again at their scale before the tolerance decides. An image gets
+# at most AUTO_PASSES passes after its first; a slide's tiles are sampled at most AUTO_PASSES
+# times (see `slides.SlideRun`).
+AUTO_SETTLED = 1.1
+AUTO_PASSES = 3
+AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
+AUTO_RANGE = (0.25, 4.0)  # an estimate asking to rescale beyond this is a misreading (debris, merged cells)
+# Many images share one diameter, the median of the first images' own estimates, so that a
+# few misread images do not each go to their own scale: on the train45 split rescaled
+# 0.5-2.0x, one diameter for the set kept cytoplasm mAP within 1.3 points of the unscaled
+# images, one per image fell 8.3 short at 0.5x (benchmarks/diameter_auto.py).
+AUTO_SAMPLE = 16
+
+
+def trained_diameter(config: ModelConfig) -> float:
+    """The cells' diameter in the model's training images, which images are rescaled to match."""
+    if config.cell_diameter is None:
+        raise DonetError(None, "this model records no training cell diameter (trained before donet recorded it); "
+                               "retrain it, or leave the diameter out")
+    return config.cell_diameter
+
+
+def settings_scale(config: ModelConfig, diameter: float | str | None) -> float:
+    """The factor that brings cells of a `diameter` setting to the model's size: 1 for None,
+    and for "auto", whose passes start there (a model that records no diameter cannot take one)."""
+    if diameter is None:
+        return 1.0
+    trained = trained_diameter(config)
+    return 1.0 if diameter == "auto" else trained / diameter
+
+
+def estimate_scale(config: ModelConfig, estimate: float) -> float:
+    """The factor an estimated diameter asks for, within AUTO_RANGE."""
+    return float(np.clip(trained_diameter(config) / estimate, *AUTO_RANGE))
+
+
+def typical_diameter(result: AnnotatedImage) -> float | None:
+    """Median equivalent-circle diameter of the confident cells, or None without any."""
+    diameters = [equivalent_diameter(cell.area) for cell in result.cells if cell.score >= AUTO_SCORE]
+    return float(np.median(diameters)) if diameters else None
+
+
+def within(scale: float, other: float, factor: float = AUTO_TOLERANCE) -> bool:
+    return abs(np.log(scale / other)) <= np.log(factor)
