@@ -454,8 +454,7 @@ def demo(
     """The main job on built-in data: synthesize, train, predict, evaluate, report (no data or network needed)."""
     from .demo import run_demo
 
-    report = run_demo(out, train_images=images, iterations=iterations, seed=seed, console=console)
-    results = json.loads((out / "evaluation.json").read_text())
+    report, results = run_demo(out, train_images=images, iterations=iterations, seed=seed, console=console)
     print_results(results, "demo: held-out synthetic images")
     console.print(f"report: {report}")
 

@@ -40,8 +40,9 @@ def demo_config(train_path: Path, iterations: int, seed: int) -> TrainConfig:
 
 
 def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations: int = 400, seed: int = 0,
-             console: Console | None = None) -> Path:
-    """Everything under `out` (which must not exist); returns the report's path."""
+             console: Console | None = None) -> tuple[Path, dict]:
+    """Everything under `out` (which must not exist); returns the report's path and the
+    held-out images' scores."""
     console = console or Console(stderr=True)
     with atomic_dir(out) as folder:
         console.print(f"[bold]1/5[/bold] generating {train_images} training and {val_images} held-out "
@@ -92,4 +93,4 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
                       if row["class"] == "cell" and row["nuclei"] != "0"]
         write_report(folder / "report.html", "donet demo", notes, folder / "run" / "metrics.jsonl", results, figures,
                      ratios)
-    return out / "report.html"
+    return out / "report.html", results

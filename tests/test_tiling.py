@@ -67,7 +67,8 @@ def test_tiled_equals_one_pass_with_no_duplicates_and_overlaps_kept():
     sample = generate(0, config, seed=1)
     detect = FieldOfView(sample)
     size = sample.image.shape[:2]
-    one_pass = instances(segment_tiled(detect, sample.image, InferenceSettings(tile=1024, overlap=0, nucleus_mask_threshold=0.5)), size)
+    whole = InferenceSettings(tile=1024, overlap=0, nucleus_mask_threshold=0.5)
+    one_pass = instances(segment_tiled(detect, sample.image, whole), size)
     tiled = instances(segment_tiled(detect, sample.image, TILES), size)
     batched = instances(segment_tiled(detect, sample.image, TILES.model_copy(update={"batch_size": 4})), size)
     assert [(i.rle, i.parent) for i in batched] == [(i.rle, i.parent) for i in tiled]

@@ -9,7 +9,7 @@ import numpy as np
 from ..data.instances import AnnotatedImage
 from ..data.stats import equivalent_diameter
 from ..errors import DonetError
-from ..modeling import ModelConfig
+from ..modeling.config import ModelConfig
 
 # --diameter auto rescales images only when their cells ask for a scale that differs from the
 # settings' by more than this factor.
