@@ -324,6 +324,24 @@ def crowding() -> str:
                  + ["masks cut straight"], rows, "crowding_holdout")
 
 
+def split_levers() -> str:
+    """Training levers at the chosen length (3200 iterations) on the train45 split, each with
+    its crowding figures (benchmarks/crowding.py on the same model)."""
+    runs = {"recipe of v2 (seed 0)": ("v2_holdout_3200_cpu_seed0", "crowding_holdout"),
+            "mask_box_margin=0.1": ("v2_holdout_margin_3200_cpu_seed0", "crowding_holdout_margin")}
+    body = []
+    for label, (run, crowding) in runs.items():
+        result, trained = load(run)["classes"], load(crowding)["levers"][0]
+        recall = trained["recall_by_clump_size"]["4+"]["recall"]
+        body.append([label, minutes(load(run).get("training_seconds_all_sessions")),
+                     pct(result["cytoplasm"]["coco"]["ap"]), pct(result["nucleus"]["coco"]["ap"]),
+                     pct(result["cytoplasm"]["paper"]["aji"]), pct(result["cytoplasm"]["paper"]["f1"]),
+                     pct(recall), pct(trained["clipped"]["clipped"])])
+    return table(["lever", "training", "mAP cyto", "mAP nuc", "AJI cyto", "F1 cyto",
+                  "recall, overlapping 4+", "masks cut straight"], body,
+                 *(name for pair in runs.values() for name in pair))
+
+
 LADDER_COLUMNS = [("coco", "ap", "mAP"), ("paper", "dice", "Dice"), ("paper", "f1", "F1"), ("paper", "aji", "AJI")]
 
 
@@ -396,7 +414,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
-    "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "v2_test90": v2_test90, "crowding": crowding,
+    "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "v2_test90": v2_test90, "crowding": crowding, "split_levers": split_levers,
     "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
     "diameter_auto_test90_v2": lambda: diameter_auto("diameter_auto_test90_v2"),
     "diameter_auto_split_band": lambda: diameter_auto("diameter_auto_split_band"),
