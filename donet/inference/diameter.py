@@ -24,9 +24,9 @@ AUTO_PASSES = 3
 AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
 AUTO_RANGE = (0.25, 4.0)  # an estimate asking to rescale beyond this is a misreading (debris, merged cells)
 # Many images share one diameter, the median of the first images' own estimates, so that a
-# few misread images do not each go to their own scale: on the train45 split rescaled
-# 0.5-2.0x, one diameter for the set kept cytoplasm mAP within 1.3 points of the unscaled
-# images, one per image fell 8.3 short at 0.5x (benchmarks/diameter_auto.py).
+# few misread images do not each go to their own scale. On the train45 split rescaled
+# 0.5-2.0x, one diameter for the set scored at least as well as one per image at three of
+# four scales with the v2 recipe and at all four with a margin (benchmarks/diameter_auto.py).
 AUTO_SAMPLE = 16
 
 
