@@ -44,7 +44,8 @@ def test_cross_validation_reports_mean_and_spread(tmp_path):
     from donet.io import open_dataset
     from donet.training import TrainConfig
 
-    assert folds_of(7, 3, 0) == folds_of(7, 3, 0) and sorted(sum(folds_of(7, 3, 0), [])) == list(range(7))
+    assert sorted(sum(folds_of(7, 3, 0), [])) == list(range(7)) and [len(f) for f in folds_of(7, 3, 0)] == [3, 2, 2]
+    assert folds_of(7, 3, 0) == folds_of(7, 3, 0) != folds_of(7, 3, 1)  # seeded: reproducible, and the seed counts
     summary = cross_validate(TrainConfig(**config), open_dataset(tmp_path / "data"), 2, tmp_path / "cv")
     assert len(summary["per_fold"]) == 2
     per_fold = [fold["classes"]["cytoplasm"]["coco"]["ap"] for fold in summary["per_fold"]]

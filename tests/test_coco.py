@@ -38,7 +38,7 @@ def test_isbi_round_trip_through_coco_and_pycocotools_is_lossless(isbi, tmp_path
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[k], catIds=[1]))
         masks = [coco.annToMask(a).astype(bool) for a in anns]
         expected = [c.mask for c in original.cells]
-        assert all(np.array_equal(m, e) for m, e in zip(masks, expected))
+        assert len(masks) == len(expected) and all(np.array_equal(m, e) for m, e in zip(masks, expected))
         # Overlapping cells survive as separate objects: their masks share pixels.
         stack = np.stack(masks)
         assert (stack.sum(axis=0) >= 2).any() == (np.stack(expected).sum(axis=0) >= 2).any()

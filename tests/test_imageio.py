@@ -19,14 +19,18 @@ def test_16_bit_png_and_tiff_keep_their_depth(tmp_path):
 def test_multichannel_tiff_channel_first_becomes_channel_last(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 255, (3, 16, 24), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "c.tif", pixels, photometric="rgb", planarconfig="separate")
-    assert read_image(tmp_path / "c.tif").shape == (16, 24, 3)
+    assert np.array_equal(read_image(tmp_path / "c.tif"), np.moveaxis(pixels, 0, -1))
 
 
 def test_rgba_drops_alpha_and_jpeg_reads(tmp_path):
-    Image.fromarray(np.zeros((8, 9, 4), np.uint8)).save(tmp_path / "x.png")
-    Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(tmp_path / "x.jpg")
-    assert read_image(tmp_path / "x.png").shape == (8, 9, 3)
-    assert read_image(tmp_path / "x.jpg").shape == (8, 9, 3)
+    rgba = np.random.default_rng(0).integers(0, 256, (8, 9, 4), dtype=np.uint8)
+    rgba[..., 3] = 128  # half transparent: the colours are kept as stored, not blended
+    Image.fromarray(rgba).save(tmp_path / "x.png")
+    assert np.array_equal(read_image(tmp_path / "x.png"), rgba[..., :3])
+    ramp = np.broadcast_to(np.linspace(0, 255, 9, dtype=np.uint8)[None, :, None], (8, 9, 3)).copy()
+    Image.fromarray(ramp).save(tmp_path / "x.jpg", quality=95)
+    read = read_image(tmp_path / "x.jpg")
+    assert read.shape == (8, 9, 3) and np.abs(read.astype(int) - ramp).mean() < 4
 
 
 @pytest.mark.parametrize("content, problem", [

@@ -215,7 +215,18 @@ def test_bad_configs_are_refused():
         build_model("maskrcnn", crm=True)
     with pytest.raises(ValueError, match="unknown preset"):
         build_model("unet")
-    np.testing.assert_equal(image_tensor(np.zeros((5, 6), np.uint16)).shape, (3, 5, 6))
+
+
+def test_16_bit_pixels_give_the_intensities_of_the_same_8_bit_pixels():
+    rng = np.random.default_rng(0)
+    segmenter = donet.Segmenter(build_model("maskrcnn"), device="cpu")
+    for shape in ((5, 6), (5, 6, 3)):
+        eight = rng.integers(0, 256, shape, dtype=np.uint8)
+        sixteen = eight.astype(np.uint16) * 257  # 255 -> 65535
+        expected = torch.from_numpy(eight / 255.0).float()
+        expected = expected.expand(3, -1, -1) if eight.ndim == 2 else expected.permute(2, 0, 1)
+        for to_tensor in (image_tensor, segmenter._tensor):  # training's and inference's conversion
+            assert torch.allclose(to_tensor(eight), expected) and torch.allclose(to_tensor(sixteen), expected)
 
 
 def test_backbone_weights_load_from_a_local_file(tmp_path):

@@ -80,7 +80,9 @@ def test_low_resolution_blurs_the_images_of_a_batch(synthetic):
     blurred = plain.model_copy(update={"low_resolution": LowResolution(probability=1.0, factors=(0.4, 0.4))})
     changed, _ = trainer_module.training_batch(blurred, dataset, None, 0, Processes())
     for image, image_changed in zip(images, changed):
-        assert image_changed.shape == image.shape and not torch.allclose(image_changed, image, atol=0.01)
+        assert image_changed.shape == image.shape
+        # Blurred: the differences between neighbouring pixels shrink.
+        assert image_changed.diff(dim=-1).abs().mean() < 0.7 * image.diff(dim=-1).abs().mean()
 
 
 def test_warmup_then_steps():
