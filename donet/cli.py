@@ -203,8 +203,7 @@ def train_command(
     val_images: Annotated[Optional[Path], typer.Option(help="Validation images, when not beside the annotations.")] = None,
 ) -> None:
     """Train a preset; under torchrun --nproc_per_node N, with DDP."""
-    from .training import TrainConfig
-    from .training import train as train_model
+    from .training import TrainConfig, train as train_model
 
     if resume:
         run_config = None  # the run's own config.json

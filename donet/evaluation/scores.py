@@ -84,9 +84,8 @@ def evaluate_model(model, truth: Sequence[AnnotatedImage], device: str = "auto",
     """`evaluate` of what `model` (a `DoNet`) finds in `truth`'s images: every detection, as
     AP ranks them and the protocols apply their own score thresholds. `progress()` is
     called after each image."""
-    from ..inference import (
-        Segmenter,  # torch, which scoring saved predictions does without
-    )
+    # Imported here: inference needs torch, which scoring saved predictions does without.
+    from ..inference import Segmenter
 
     found = Segmenter.keeping_every_detection(model, device=device).instances_by_name(truth, progress)
     return evaluate(truth, found, **thresholds)
