@@ -57,7 +57,10 @@ def test_ships_inside_the_package_in_float16_within_30_mb(model):
     assert "F16" in dtypes and "F32" not in dtypes
     config = model.config
     assert (config.drm, config.crm, config.mrp) == (True, True, True)
-    assert config.cell_diameter == pytest.approx(135, abs=5)  # train45's median cell
+
+
+def test_records_the_scale_of_the_cells_it_was_trained_on(model, isbi):
+    assert model.config.cell_diameter == pytest.approx(median_diameter(open_dataset(isbi / "isbi2014_train")), rel=1e-4)
 
 
 def test_segments_real_overlapping_cells(model, train_image):

@@ -1,6 +1,7 @@
 """Real whole-slide files from scanners and other libraries ($DONET_DATA/slides, read in
 place), and focal stacks and channels of OME-TIFFs."""
 
+import json
 import subprocess
 import sys
 
@@ -67,9 +68,15 @@ def test_every_real_file_is_segmented_or_refused_in_one_line(real_slides, tmp_pa
     stems = {"small", "boxes", "boxes_0", "rand_uint16", "test3-DAPI-2-(387)"}
     assert written == {f"{s}.{kind}" for s in stems for kind in ("geojson", "parquet")} | {"settings.json",
                                                                                            "slides.json"}
-    # A fluorescence slide (dark background) looks like empty glass: the user is told so.
+    # A fluorescence slide (dark background) looks like empty glass: every tile is skipped
+    # and the user is told so; the bright-field scan keeps tissue tiles and no warning.
+    reports = json.loads((out / "slides.json").read_text())
+    dark, bright = reports["test3-DAPI-2-(387)"], reports["small"]
+    assert dark["tiles"] > 0 and dark["tiles_run"] == 0 and dark["glass_skipped"] == 1.0
+    assert 0 < bright["tiles_run"] <= bright["tiles"] and bright["warning"] is None
     said = " ".join((result.stdout + result.stderr).split())  # the terminal wraps long lines
-    assert "test3-DAPI-2-(387): glass detection skipped 42 of 42 tiles" in said and "--no-skip-glass" in said
+    skipped = f"test3-DAPI-2-(387): glass detection skipped {dark['tiles']} of {dark['tiles']} tiles"
+    assert skipped in said and "--no-skip-glass" in said
     alone = donet("predict", real_slides / "unreadable.svs", "--out", tmp_path / "alone")
     assert alone.returncode == 1 and not (tmp_path / "alone").exists()
     assert alone.stderr.count("error:") == 1 and "Traceback" not in alone.stderr
