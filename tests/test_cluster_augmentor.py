@@ -51,3 +51,6 @@ def test_on_the_fly_replacement_keeps_the_training_image_size():
     assert augmentor.maybe_replace(original, rng, probability=0.0) is original
     replaced = augmentor.maybe_replace(original, rng, probability=1.0)
     assert replaced is not original and replaced.size == (180, 240) and augmentor.size == (200, 200)
+    # A new clump of the augmentor's cells at the training image's size, named after what it replaces.
+    assert replaced.image.shape[:2] == (180, 240) and replaced.name == f"{original.name}_cluster"
+    assert 2 <= len(replaced.cells) <= 3 and {c.mask.shape for c in replaced.cells} == {(180, 240)}

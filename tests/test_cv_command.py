@@ -9,13 +9,27 @@ import re
 import numpy as np
 from typer.testing import CliRunner
 
+from donet import cross_validation
 from donet.cli import app
 from donet.cross_validation import folds_of
 from donet.evaluation import evaluate, json_safe
 from donet.io import open_dataset
 
 
-def test_cv_keeps_a_finished_fold_trains_the_other_and_reports_mean_and_spread(tmp_path):
+def test_cv_keeps_a_finished_fold_trains_the_other_and_reports_mean_and_spread(tmp_path, monkeypatch):
+    seen = {}
+    train, evaluate_model = cross_validation.train, cross_validation.evaluate_model
+
+    def training(config, out, resume, train_data):
+        seen["trained"] = [train_data[i].name for i in range(len(train_data))]
+        return train(config, out, resume=resume, train_data=train_data)
+
+    def evaluating(model, truth):
+        seen["scored"] = [truth[i].name for i in range(len(truth))]
+        return evaluate_model(model, truth)
+
+    monkeypatch.setattr(cross_validation, "train", training)
+    monkeypatch.setattr(cross_validation, "evaluate_model", evaluating)
     runner = CliRunner()
     made = runner.invoke(app, ["synth", str(tmp_path / "data"), "--n", "4", "--size", "96", "96", "--cells", "2", "3"])
     assert made.exit_code == 0, made.output
@@ -31,7 +45,9 @@ def test_cv_keeps_a_finished_fold_trains_the_other_and_reports_mean_and_spread(t
     assert not (tmp_path / "cv" / "fold_0" / "model.safetensors").exists()  # not trained again
     assert (tmp_path / "cv" / "fold_1" / "model.safetensors").is_file()
     fold_1 = json.loads((tmp_path / "cv" / "fold_1" / "evaluation.json").read_text())
-    assert fold_1["images"] == len(held_out[1])  # scored on its own held-out images only
+    # Trained on fold 0's images, scored on its own held-out images only.
+    assert seen == {"trained": [data.names[i] for i in held_out[0]], "scored": [data.names[i] for i in held_out[1]]}
+    assert fold_1["images"] == len(held_out[1])
     assert fold_1["images_without_predictions"] == 0
     summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert summary["folds"] == 2 and summary["per_fold"] == [json_safe(perfect), fold_1]

@@ -64,9 +64,12 @@ def test_geojson_is_valid_geometry_with_nuclei_inside_and_overlaps_kept(truth):
 def test_roi_zip_reads_back_with_roifile(truth, tmp_path):
     count = write_roi_zip(tmp_path / "r.zip", truth)
     rois = roifile.roiread(tmp_path / "r.zip")
-    assert len(rois) == count >= 10
+    assert len(rois) == count == len(truth.instances) == 10  # 5 cells, 5 nuclei, each one blob
     names = [r.name for r in rois]
-    assert sum(n.startswith("cell-") for n in names) == 5 and all("-of-cell-" in n for n in names if "nucleus" in n)
+    assert sum(n.startswith("cell-") for n in names) == 5
+    # Each nucleus names the cell that holds it.
+    parents = {int(n.split("-")[1]): int(n.rsplit("-of-cell-", 1)[1]) for n in names if n.startswith("nucleus-")}
+    assert parents == {i.id: i.parent for i in truth.nuclei}
     with zipfile.ZipFile(tmp_path / "r.zip") as archive:
         assert archive.testzip() is None
     # Each outline, filled, is its instance's mask to within 2 pixels (outlines are simplified).

@@ -35,11 +35,12 @@ def test_init_takes_the_fine_tune_schedule_and_options_still_override():
 def test_crops_keep_what_lies_inside_with_boxes_shrunk_to_it():
     masks = torch.zeros((3, 100, 120), dtype=torch.uint8)
     masks[0, 10:40, 10:60] = 1  # cut by any crop that starts past row 10 or column 10
-    masks[1, 70:75, 100:103] = 2  # 15 pixels: dropped when cut at all
+    masks[1, 70:74, 100:104] = 2  # 16 pixels: kept whole, dropped when cut at all
     masks[2, 50:90, 20:50] = 1
-    target = {"boxes": torch.tensor([[10, 10, 60, 40], [100, 70, 103, 75], [20, 50, 50, 90]], dtype=torch.float32),
+    target = {"boxes": torch.tensor([[10, 10, 60, 40], [100, 70, 104, 74], [20, 50, 50, 90]], dtype=torch.float32),
               "labels": torch.tensor([1, 2, 1]), "masks": masks}
     image = torch.arange(100 * 120, dtype=torch.float32).reshape(1, 100, 120).expand(3, -1, -1)
+    small_kept = []
     for seed in range(20):
         rng = np.random.default_rng(seed)
         cropped, kept = random_crop(image, target, 64, rng)
@@ -49,9 +50,11 @@ def test_crops_keep_what_lies_inside_with_boxes_shrunk_to_it():
         inside = [k for k in range(3) if (window[k] > 0).sum() >= 16]
         assert kept["labels"].tolist() == target["labels"][inside].tolist()
         assert torch.equal(kept["masks"], window[inside])
+        small_kept.append(1 in inside)
         for box, mask in zip(kept["boxes"], kept["masks"]):
             rows, cols = torch.nonzero(mask, as_tuple=True)
             assert box.tolist() == [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+    assert any(small_kept) and not all(small_kept)  # both sides of the threshold were drawn
 
 
 @pytest.fixture(scope="module")

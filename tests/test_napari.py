@@ -55,7 +55,9 @@ def test_reads_coco_predictions_as_overlapping_polygons(make_napari_viewer, samp
     viewer = make_napari_viewer()
     viewer.open(str(path), plugin="donet")
     check_layers(viewer, sample)
-    assert set(viewer.layers["nuclei"].properties["parent"]) <= set(viewer.layers["cells"].properties["id"]) | {-1}
+    nuclei = viewer.layers["nuclei"].properties
+    assert dict(zip(nuclei["id"], nuclei["parent"])) == {n.id: -1 if n.parent is None else n.parent
+                                                         for n in sample.nuclei}
 
 
 def test_reads_coco_polygon_annotations(make_napari_viewer, sample, tmp_path):
@@ -79,8 +81,9 @@ def test_reads_qupath_geojson_and_imagej_rois(make_napari_viewer, sample, tmp_pa
         viewer = make_napari_viewer()
         viewer.open(str(tmp_path / name), plugin="donet")
         check_layers(viewer, sample)
-        nuclei = viewer.layers["nuclei"]
-        assert all(parent in set(viewer.layers["cells"].properties["id"]) for parent in nuclei.properties["parent"])
+        # Nucleus ids are the format's own, their links the cells' ids.
+        parents = viewer.layers["nuclei"].properties["parent"]
+        assert sorted(parents) == sorted(-1 if n.parent is None else n.parent for n in sample.nuclei)
 
 
 def test_edited_layers_go_back_to_coco_with_every_polygon_and_link(make_napari_viewer, sample, tmp_path):

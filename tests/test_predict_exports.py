@@ -103,11 +103,22 @@ def test_predict_writes_every_export_and_reports_bad_images(checkpoint, tmp_path
     assert [r["class"] for r in rows].count("cell") == len(cells)
     assert [r["class"] for r in rows].count("nucleus") == sum(a.get("parent_id") is None for a in nuclei)
     assert sorted(float(r["area"]) for r in rows if r["class"] == "cell") == sorted(float(m.sum()) for m in cells)
-    for row in rows:
-        if row["class"] == "cell" and row["nuclei"] != "0":
-            assert float(row["nc_ratio"]) == pytest.approx(float(row["nucleus_area"]) / float(row["area"]))
+    # A cell's row, by its id (image a comes first, so its annotation ids are its instance ids),
+    # counts the nuclei predictions.json links to it, and their area.
+    annotations = {a["id"]: a for a in coco.loadAnns(coco.getAnnIds([image_id]))}
+    linked = [n for n in nuclei if n.get("parent_id") is not None]
+    assert linked
+    for row in (r for r in rows if r["class"] == "cell"):
+        cell = annotations[int(row["id"])]
+        assert cell["category_id"] == int(CellClass.CYTOPLASM) and float(row["area"]) == cell["area"]
+        own = [n for n in linked if n["parent_id"] == cell["id"]]
+        assert int(row["nuclei"]) == len(own)
+        assert float(row["nucleus_area"]) == pytest.approx(sum(n["area"] for n in own))
+        if own:
+            assert float(row["nc_ratio"]) == pytest.approx(sum(n["area"] for n in own) / cell["area"])
     measured = [f["properties"]["measurements"] for f in features if f["properties"]["objectType"] == "cell"]
     assert all({"area", "nc_ratio", "overlapped_fraction", "solidity"} <= m.keys() for m in measured)
+    assert sorted(m["area"] for m in measured) == sorted(float(r["area"]) for r in rows if r["class"] == "cell")
     summaries = list(csv.DictReader(open(out / "measurements_summary.csv")))
     assert [s["image"] for s in summaries] == ["a", "b16", "c"] and summaries[0]["cells"] == str(len(cells))
     again = donet_cli("predict", images / "a.png", "--model", checkpoint, "--out", out)

@@ -72,14 +72,24 @@ def test_tiled_equals_one_pass_with_no_duplicates_and_overlaps_kept():
     tiled = instances(segment_tiled(detect, sample.image, TILES), size)
     batched = instances(segment_tiled(detect, sample.image, TILES.model_copy(update={"batch_size": 4})), size)
     assert [(i.rle, i.parent) for i in batched] == [(i.rle, i.parent) for i in tiled]
+    # One pass gives back the truth it was made from: every instance of each class, the cells
+    # to within the resampling of 28 px masks (nuclei of a few pixels are not that close).
     assert len(one_pass) == len(sample.instances)
-    assert sorted(i.rle["counts"] for i in tiled) == sorted(i.rle["counts"] for i in one_pass)
+    found = [i.rle for i in one_pass if i.category == CellClass.CYTOPLASM]
+    truth = [i.rle for i in sample.cells]
+    assert len(found) == len(truth)
+    assert np.asarray(mask_utils.iou(found, truth, [0] * len(truth))).max(axis=1).min() > 0.85
+    assert sorted((i.rle["counts"], i.category) for i in tiled) == sorted((i.rle["counts"], i.category)
+                                                                            for i in one_pass)
     cells = [i for i in tiled if i.category == CellClass.CYTOPLASM]
     assert len(cells) == 140
-    # Overlapping cells stay separate objects: some pairs of kept cells share pixels.
+    # Overlapping cells stay separate objects: as many pairs of kept cells share pixels as in the
+    # truth, or a few more where resampled outlines of touching cells meet.
     rles = [c.rle for c in cells]
     iou = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)))
-    assert ((iou > 0) & (iou < 1)).sum() > 20
+    truth_iou = np.asarray(mask_utils.iou(truth, truth, [0] * len(truth)))
+    sharing, truth_sharing = ((iou > 0) & (iou < 1)).sum(), ((truth_iou > 0) & (truth_iou < 1)).sum()
+    assert 20 < truth_sharing <= sharing <= 1.1 * truth_sharing
     # Nuclei are linked within their window exactly as the whole-image rule links them.
     nuclei = [i for i in tiled if i.category == CellClass.NUCLEUS]
     whole_image = assign_parents([n.mask for n in nuclei], np.stack([c.mask for c in cells]))
