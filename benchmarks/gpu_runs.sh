@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Model v2's runs side by side on one GPU (each run is benchmarks/default_model.py, 3200
 # iterations unless ITERATIONS is set; see that file): the default model, its Mask R-CNN
-# rung, and the levers on the train45 hold-out split (mask box margin, the eight symmetries,
-# a second seed, a longer schedule). Name runs after OUT to run only those. Runs still
+# rung, and the levers on the train45 hold-out split (low-resolution training images, the
+# eight symmetries, a second seed, a longer schedule). Name runs after OUT to run only those. Runs still
 # training after $DEADLINE seconds are stopped and their last checkpoint is evaluated instead
 # (evaluation.json then names it). Each run's final (or last) weights are also written in
 # float16, as the shipped model is stored, to OUT/NAME_fp16.safetensors: the models that
 # `donet evaluate --model` scores on the CPU and that benchmarks/default_model_figures.py
 # --compare draws (runs/gpu/maskrcnn_fp16.safetensors).
-#     benchmarks/gpu_runs.sh runs/gpu [holdout_margin holdout_dihedral ...]
+#     benchmarks/gpu_runs.sh runs/gpu [holdout_lowres holdout_dihedral ...]
 set -u
 out=${1:-runs/gpu}
 shift || true
@@ -18,7 +18,8 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 declare -A runs=(
     [donet]=""
     [maskrcnn]="--preset maskrcnn"
-    [holdout_margin]="--holdout --set mask_box_margin=0.1"
+    [holdout]="--holdout"
+    [holdout_lowres]='--holdout --set low_resolution={"probability":0.5}'
     [holdout_dihedral]="--holdout --set vertical_flip=true transpose=true"
     [holdout_seed1]="--holdout --seed 1"
     [holdout_4800]="--holdout --iterations 4800"
