@@ -144,6 +144,16 @@ def onnx_backbone() -> str:
     return table([f"ResNet-18 + FPN, {data['images']} test90 images", "seconds per image"], rows, "onnx_backbone_cpu")
 
 
+def stage_profile() -> str:
+    data = load("stage_profile_cpu")
+    forward = data["forward_seconds_per_image"]
+    rows = [[name, f"{seconds * 1000:.1f}", f"{100 * seconds / forward:.0f}%"]
+            for name, seconds in data["stage_seconds_per_image"].items()]
+    rows.append(["whole forward pass", f"{forward * 1000:.1f}", "100%"])
+    return table([f"{data['images']} test90 images, engine's CPU copy", "ms per image", "share"], rows,
+                 "stage_profile_cpu")
+
+
 def measurements() -> str:
     data = load("measurements")
     rows = []
@@ -407,7 +417,8 @@ def cluster_aug() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "index": index, "synth_throughput": synth_throughput, "evaluation_speed": evaluation_speed, "demo": demo,
-    "throughput": throughput, "onnx_backbone": onnx_backbone, "measurements": measurements,
+    "throughput": throughput, "onnx_backbone": onnx_backbone, "stage_profile": stage_profile,
+    "measurements": measurements,
     "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "finetune_shift_v2": lambda: finetune_shift("finetune_shift_v2"),
     "finetune_split": lambda: finetune_shift("finetune_split"), "model_speed": model_speed, "tiling": tiling,
     "slides": slides, "default_recipe_test90": default_recipe_test90, "shipped_test90": shipped_test90,
