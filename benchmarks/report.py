@@ -122,6 +122,9 @@ def throughput() -> str:
     rows = [[f"bare forward pass ({key})", f"{value:.2f} images/s"] for key, value in bare.items()]
     rows.append(["untrained torchvision ResNet-18, 512 x 512, batch 1",
                  f"{data['resnet18_images_per_second']:.2f} images/s"])
+    if "resnet18_two_streams_images_per_second" in data:
+        rows.append(["the same, two images at once in two threads",
+                     f"{data['resnet18_two_streams_images_per_second']:.2f} images/s"])
     rows += [[f"`segment_files` end to end ({key})",
               f"{value:.2f} images/s: {over_bare[key]:.2f}x the bare pass's cost, {over_resnet[key]:.2f}x ResNet-18's"]
              for key, value in e2e.items()]

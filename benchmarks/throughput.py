@@ -9,9 +9,11 @@ excluded (the model is loaded and warmed first), one process:
 - bare: the network's forward pass alone on preloaded tensors, batch 1 and batch 16;
   also channels-last, and on CUDA bf16/fp16 autocast and `torch.compile`;
 - resnet18: an untrained torchvision ResNet-18 classifier at 512 x 512, batch 1 (a yardstick
-  for the forward pass itself);
+  for the forward pass itself); on the CPU also two images at once in two threads, as the
+  engine runs a batch there;
 - end to end: `segment_files` (what `donet predict` runs: reading PNGs, tiling, pasting,
-  RLE, predictions.json) at batch 1 and 16, and its ratio to the bare forward pass;
+  RLE, predictions.json) at batch 1, 2 (the default) and 16, and its ratio to the bare
+  forward pass;
 - slides: an 8192 x 8192 uncompressed TIFF mosaic of test90 images (tiles of 1024) and the
   same mosaic as a JPEG pyramid (`--no-skip-glass`: every tile run), tiles per second, and
   the ratio to the bare batched forward pass on 1024 x 1024 tiles;
@@ -28,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -122,12 +125,22 @@ def main() -> None:
     batch = torch.stack(tensors[:1])
     with torch.no_grad():
         results["resnet18_images_per_second"] = 1 / timed(lambda: resnet(batch), 5 * args.repeats, device)
+    if not cuda:
+        # The yardstick run as the engine runs images on the CPU: two at once in two threads.
+        def resnet_alone(count):
+            with torch.no_grad():
+                for _ in range(count):
+                    resnet(batch)
+
+        with ThreadPoolExecutor(2) as pool:
+            seconds = timed(lambda: list(pool.map(resnet_alone, [5, 5])), args.repeats, device)
+        results["resnet18_two_streams_images_per_second"] = 10 / seconds
     print(json.dumps({"bare": bare, "resnet18": results["resnet18_images_per_second"]}), flush=True)
 
     # End to end, as `donet predict` runs it (files read, pasted, encoded, written).
     end_to_end = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for batch_size in (1, 16):
+        for batch_size in (1, 2, 16):
             settings = InferenceSettings(device=device.type, batch_size=batch_size)
             runner = Segmenter(model, settings)
             seconds = []

@@ -358,7 +358,8 @@ def predict_command(
         DEFAULTS.tile,
     overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = DEFAULTS.overlap,
     batch_size: Annotated[int, typer.Option(
-        help="Images or tiles per forward pass (more keeps a GPU busy).")] = DEFAULTS.batch_size,
+        help="Images or tiles per step: one forward pass on a GPU (raise it there), two at a time on the CPU.")] = \
+        DEFAULTS.batch_size,
     precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast, CUDA only).")] = DEFAULTS.precision,
     workers: Annotated[int, typer.Option(help="Threads reading the next images while the model runs.")] = \
         DEFAULTS.workers,

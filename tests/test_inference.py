@@ -84,6 +84,19 @@ def test_batch_size_and_readers_change_nothing(model, fields):
     assert [done.detection is not None for done in results] == [True, True, False, True]
 
 
+def test_a_batch_of_mixed_sizes_gives_each_image_what_it_gives_alone(model, fields):
+    """Images of different sizes in one call run a size at a time (the network's input size is
+    set per size) and come back in order; on the CPU, two at once in two threads."""
+    segmenter = Segmenter(model, device="cpu")
+    images = [fields[0], fields[1][:300, :400], fields[1], fields[3][100:, :], fields[3]]  # three of 512 x 512
+    together = segmenter.detect(images)
+    assert len(together) == len(images)
+    for image, found in zip(images, together):
+        alone = segmenter.detect([image])[0]
+        assert found.keys() == alone.keys() and len(alone["boxes"]) > 0
+        assert all(torch.equal(found[key], alone[key]) for key in alone), image.shape
+
+
 def test_files_are_reported_in_order_with_the_problem_of_a_bad_one(model, fields, tmp_path):
     paths = []
     for k, image in enumerate(fields[:2]):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import cache
 from itertools import chain, islice
 from pathlib import Path
 from typing import Literal
@@ -105,16 +106,28 @@ class Segmenter:
         images' own coordinates and on the model's device. On a GPU, images of one size go
         through the network together."""
         scale = self.scale if scale is None else scale
-        # On the CPU a batch runs no faster than its images one by one (benchmarks/throughput.py:
-        # 3.1 against 3.75 images/s at 16 and 1), and one at a time gives the same numbers
-        # whatever the batch size.
-        if len(images) > 1 and (self.device.type == "cpu" or len({image.shape[:2] for image in images}) > 1):
-            return [detection for image in images for detection in self.detect([image], scale)]
-        precision = PRECISIONS[self.settings.precision]
-        autocast = torch.autocast("cuda", dtype=precision) if precision else nullcontext()
-        with self._input_size(images[0].shape[:2], scale), autocast:
-            detections = self.network([self._tensor(image) for image in images])
+        shapes = [image.shape[:2] for image in images]
+        if len(set(shapes)) > 1:  # one size at a time: the network's input size is set per size
+            found = {}
+            for shape in dict.fromkeys(shapes):
+                chosen = [k for k, other in enumerate(shapes) if other == shape]
+                found.update(zip(chosen, self.detect([images[k] for k in chosen], scale)))
+            return [found[k] for k in range(len(images))]
+        with self._input_size(shapes[0], scale):
+            if self.device.type == "cpu":
+                # A batch runs no faster than its images one by one on the CPU, but RoIAlign and
+                # NMS use one thread whatever torch's thread count: CPU_STREAMS images at once,
+                # each alone through the network, overlap one's heads with another's
+                # convolutions (benchmarks/throughput.py). Each image's numbers are unchanged.
+                return list(_cpu_streams().map(self._forward_alone, images))
+            precision = PRECISIONS[self.settings.precision]
+            with torch.autocast("cuda", dtype=precision) if precision else nullcontext():
+                detections = self.network([self._tensor(image) for image in images])
         return [{k: v.float() if v.is_floating_point() else v for k, v in d.items()} for d in detections]
+
+    def _forward_alone(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():  # per thread: the caller's mode does not reach a stream
+            return self.network([self._tensor(image)])[0]
 
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
         """(3, H, W) float in [0, 1] on the device: the pixels travel as they are stored (8 or
@@ -328,6 +341,15 @@ class Segmenter:
         from .slides import SlideRun
 
         return SlideRun(self, slide, progress, estimating)
+
+
+CPU_STREAMS = 2
+
+
+@cache
+def _cpu_streams() -> ThreadPoolExecutor:
+    """The threads that run images side by side on the CPU, one pool for the process."""
+    return ThreadPoolExecutor(CPU_STREAMS, thread_name_prefix="donet-cpu")
 
 
 def _for_inference(model: DoNet) -> DoNet:

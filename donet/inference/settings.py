@@ -33,7 +33,9 @@ class InferenceSettings(BaseModel):
     mpp: float | None = Field(None, ge=0.001)
     skip_glass: bool = True
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    batch_size: int = Field(1, ge=1)  # images or tiles per forward pass: more keeps a GPU busy
+    # Images or tiles per step: on a GPU one forward pass (more keeps it busy); on the CPU they
+    # run two at a time, so 2 already keeps both streams busy.
+    batch_size: int = Field(2, ge=1)
     # Arithmetic of the forward pass on CUDA (autocast); the CPU always runs float32.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     workers: int = Field(1, ge=0)  # threads reading the next images while the model runs (0: none)
