@@ -128,6 +128,12 @@ def throughput() -> str:
     rows += [[f"`segment_files` end to end ({key})",
               f"{value:.2f} images/s: {over_bare[key]:.2f}x the bare pass's cost, {over_resnet[key]:.2f}x ResNet-18's"]
              for key, value in e2e.items()]
+    alternating = data.get("end_to_end_cost_over_resnet18_alternating")
+    if alternating:
+        for key, median in alternating["median"].items():
+            low, high = (f(r[key] for r in alternating["rounds"]) for f in (min, max))
+            rows.append([f"end to end over ResNet-18, {len(alternating['rounds'])} alternating rounds ({key})",
+                         f"median {median:.2f}x, rounds {low:.2f}-{high:.2f}x"])
     rows.append(["bare forward pass on 1024 px tiles, batch 16",
                  f"{slides['bare 1024 tiles per second, batch 16']:.2f} tiles/s"])
     rows += [[f"8192 x 8192 mosaic of test90 images, {name} (`--no-skip-glass`)",

@@ -13,7 +13,8 @@ excluded (the model is loaded and warmed first), one process:
   engine runs a batch there;
 - end to end: `segment_files` (what `donet predict` runs: reading PNGs, tiling, pasting,
   RLE, predictions.json) at batch 1, 2 (the default) and 16, and its ratio to the bare
-  forward pass;
+  forward pass; and its cost over ResNet-18's timed in alternation, `--rounds` times on 16
+  images, since the machine's speed drifts between minutes;
 - slides: an 8192 x 8192 uncompressed TIFF mosaic of test90 images (tiles of 1024) and the
   same mosaic as a JPEG pyramid (`--no-skip-glass`: every tile run), tiles per second, and
   the ratio to the bare batched forward pass on 1024 x 1024 tiles;
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of ResNet-18 and the engine")
     parser.add_argument("--slide-side", type=int, default=8192)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -158,6 +160,28 @@ def main() -> None:
         results["end_to_end_cost_over_resnet18"] = {k: results["resnet18_images_per_second"] / v
                                                    for k, v in end_to_end.items()}
         print(json.dumps({"end_to_end": end_to_end}), flush=True)
+
+        # The bar's ratio in alternation: this machine's speed drifts by up to a quarter from
+        # one minute to the next, so each round times ResNet-18 and then the engine on the
+        # first 16 images, and the ratio is the median over the rounds.
+        runners = {b: Segmenter(model, InferenceSettings(device=device.type, batch_size=b)) for b in (1, 2)}
+        rounds = []
+        for round_index in range(args.rounds):
+            with torch.no_grad():
+                resnet_seconds = timed(lambda: resnet(batch), 10, device)
+            ratios = {}
+            for batch_size, runner in runners.items():
+                out = Path(scratch) / f"alternating_{round_index}_{batch_size}"
+                out.mkdir()
+                started = time.perf_counter()
+                segment_files(runner, paths[:16], out, Exports())
+                if cuda:
+                    torch.cuda.synchronize()
+                ratios[f"batch {batch_size}"] = (time.perf_counter() - started) / len(paths[:16]) / resnet_seconds
+            rounds.append(ratios)
+        results["end_to_end_cost_over_resnet18_alternating"] = {
+            "rounds": rounds, "median": {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}}
+        print(json.dumps({"alternating": rounds}), flush=True)
 
         # Slides: a flat TIFF mosaic (tiled as one image) and a JPEG pyramid (read as a slide).
         side = args.slide_side
