@@ -62,7 +62,8 @@ def main() -> None:
             # Each measurement in a fresh process of its own: ru_maxrss of children is a maximum so far.
             wall, peak = json.loads(subprocess.run(
                 [sys.executable, __file__, "--measure", json.dumps(
-                    [*launcher, "predict", str(path), "--out", str(out), "--device", "cpu"])],
+                    # One tile at a time, as the recorded figures were made (peak memory grows with it).
+                    [*launcher, "predict", str(path), "--out", str(out), "--device", "cpu", "--batch-size", "1"])],
                 capture_output=True, text=True, check=True).stdout)
             report = json.loads((out / "slides.json").read_text())[path.name.removesuffix(".ome.tif")]
             results.append({"size": size, "processes": processes, "wall_s": round(wall, 1),

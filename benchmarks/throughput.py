@@ -6,7 +6,7 @@
 Shipped model, test90 images ($DONET_DATA/isbi2014/isbi2014_test/orig, 512 x 512), start-up
 excluded (the model is loaded and warmed first), one process:
 
-- bare: the network's forward pass alone on preloaded tensors, batch 1 and batch 16;
+- bare: the plain model's forward pass alone on preloaded tensors, batch 1, 2 and 16;
   also channels-last, and on CUDA bf16/fp16 autocast and `torch.compile`;
 - resnet18: an untrained torchvision ResNet-18 classifier at 512 x 512, batch 1 (a yardstick
   for the forward pass itself); on the CPU also two images at once in two threads, as the

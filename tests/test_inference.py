@@ -97,6 +97,20 @@ def test_a_batch_of_mixed_sizes_gives_each_image_what_it_gives_alone(model, fiel
         assert all(torch.equal(found[key], alone[key]) for key in alone), image.shape
 
 
+def test_images_detected_from_the_image_workers_themselves_run_there(model, fields):
+    """A `detect` called on the CPU workers (two at once, as a user's callback might) runs its
+    images in place: waiting on the same two workers would never end."""
+    from donet.inference.segmenter import _image_threads
+
+    segmenter = Segmenter(model, device="cpu")
+    pair = [fields[0], fields[1]]
+    expected = segmenter.detect(pair)
+    calls = [_image_threads().submit(segmenter.detect, pair) for _ in range(2)]
+    for call in calls:
+        found = call.result(timeout=300)
+        assert all(torch.equal(f["scores"], e["scores"]) for f, e in zip(found, expected))
+
+
 def test_files_are_reported_in_order_with_the_problem_of_a_bad_one(model, fields, tmp_path):
     paths = []
     for k, image in enumerate(fields[:2]):

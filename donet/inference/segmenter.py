@@ -8,6 +8,8 @@ one path decides tiles, seams, ownership and nuclei's parents for all of them.
 from __future__ import annotations
 
 import copy
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -104,7 +106,8 @@ class Segmenter:
         """Raw detections (see `DoNet`) of numpy images of any size, gray or colour, each at
         the model's training scale times `scale` (default: the settings' diameter), in the
         images' own coordinates and on the model's device. On a GPU, images of one size go
-        through the network together."""
+        through the network together; on a small CPU, two at once, each alone (see
+        `_side_by_side`)."""
         scale = self.scale if scale is None else scale
         shapes = [image.shape[:2] for image in images]
         if len(set(shapes)) > 1:  # one size at a time: the network's input size is set per size
@@ -115,18 +118,18 @@ class Segmenter:
             return [found[k] for k in range(len(images))]
         with self._input_size(shapes[0], scale):
             if self.device.type == "cpu":
-                # A batch runs no faster than its images one by one on the CPU, but RoIAlign and
-                # NMS use one thread whatever torch's thread count: CPU_STREAMS images at once,
-                # each alone through the network, overlap one's heads with another's
-                # convolutions (benchmarks/throughput.py). Each image's numbers are unchanged.
-                return list(_cpu_streams().map(self._forward_alone, images))
+                # A batch runs no faster than its images one by one on the CPU, so each image goes
+                # alone (its numbers do not depend on the batch); where it pays, two at a time.
+                if len(images) > 1 and _side_by_side():
+                    return list(_image_threads().map(self._forward_alone, images))
+                return [self._forward_alone(image) for image in images]
             precision = PRECISIONS[self.settings.precision]
             with torch.autocast("cuda", dtype=precision) if precision else nullcontext():
                 detections = self.network([self._tensor(image) for image in images])
         return [{k: v.float() if v.is_floating_point() else v for k, v in d.items()} for d in detections]
 
     def _forward_alone(self, image: np.ndarray) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():  # per thread: the caller's mode does not reach a stream
+        with torch.inference_mode():  # per thread: the caller's mode does not reach a worker
             return self.network([self._tensor(image)])[0]
 
     def _tensor(self, image: np.ndarray) -> torch.Tensor:
@@ -230,7 +233,8 @@ class Segmenter:
         """`Segmented` for each input, in order: arrays, `AnnotatedImage`s (a dataset: their
         names are kept) or image files (a file that cannot be read gives its problem and the
         others go on). The next images are read in the background while the model runs, and
-        images that are one tile of the same size go through the network `batch_size` at a time.
+        images that are one tile of the same size are detected `batch_size` at a time (see
+        `detect`).
         With `diameter="auto"` in the settings all images are segmented at one diameter:
         `estimate_diameter` of the first images, made on this call (under torchrun every process
         must call, images or not), or the `diameter` the caller estimated (None: no cell was
@@ -343,13 +347,28 @@ class Segmenter:
         return SlideRun(self, slide, progress, estimating)
 
 
-CPU_STREAMS = 2
+# RoIAlign and NMS run on one thread whatever torch's thread count, so on a small CPU two
+# images at once overlap one's heads with the other's convolutions (benchmarks/throughput.py,
+# 2 cores). Each worker brings its own team of intra-op threads: on larger CPUs that would
+# oversubscribe, unmeasured, so there images go one at a time.
+IMAGES_AT_ONCE, MAX_THREADS_SIDE_BY_SIDE = 2, 4
+
+
+def _side_by_side() -> bool:
+    """Whether to run images two at a time: on a small CPU, and not from a worker (which would
+    wait on itself)."""
+    return (torch.get_num_threads() <= MAX_THREADS_SIDE_BY_SIDE
+            and not threading.current_thread().name.startswith("donet-image"))
 
 
 @cache
-def _cpu_streams() -> ThreadPoolExecutor:
-    """The threads that run images side by side on the CPU, one pool for the process."""
-    return ThreadPoolExecutor(CPU_STREAMS, thread_name_prefix="donet-cpu")
+def _image_threads() -> ThreadPoolExecutor:
+    """The workers that run images side by side on the CPU, one pool for the process."""
+    return ThreadPoolExecutor(IMAGES_AT_ONCE, thread_name_prefix="donet-image")
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: a forked child inherits the pool without its threads
+    os.register_at_fork(after_in_child=_image_threads.cache_clear)
 
 
 def _for_inference(model: DoNet) -> DoNet:
