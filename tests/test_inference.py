@@ -84,6 +84,23 @@ def test_batch_size_and_readers_change_nothing(model, fields):
     assert [done.detection is not None for done in results] == [True, True, False, True]
 
 
+def test_the_cpu_engine_detects_what_the_model_itself_detects(model, fields):
+    """The engine's CPU copy (BatchNorm folded, channels-last, its own layout changes for
+    RoIAlign) computes the model's numbers within float rounding."""
+    segmenter = Segmenter(model, device="cpu")
+    images = [fields[0], fields[1], fields[3]]
+    with torch.inference_mode():
+        expected = model.eval()([segmenter._tensor(image) for image in images])
+    assert sum(len(e["boxes"]) for e in expected) >= 15
+    for image, wanted in zip(images, expected):
+        found = segmenter.detect([image])[0]
+        assert found.keys() == wanted.keys()
+        assert torch.equal(found["labels"], wanted["labels"])
+        for key, tolerance in (("boxes", 1e-3), ("mask_boxes", 1e-3), ("scores", 1e-4), ("mask_probs", 1e-4),
+                               ("complement_probs", 1e-4), ("attention", 1e-4)):
+            assert torch.allclose(found[key], wanted[key], atol=tolerance), (key, (found[key] - wanted[key]).abs().max())
+
+
 def test_a_batch_of_mixed_sizes_gives_each_image_what_it_gives_alone(model, fields):
     """Images of different sizes in one call run a size at a time (the network's input size is
     set per size) and come back in order; on the CPU, two at once in two threads."""

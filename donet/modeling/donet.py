@@ -137,7 +137,20 @@ def _postprocess(transform: GeneralizedRCNNTransform, detections, resized, origi
 def _pooled(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The features RoIAlign reads: it wants them contiguous and would otherwise copy every
     level once per call on a channels-last model (see `inference.segmenter`)."""
-    return {name: level.contiguous() for name, level in features.items()}
+    return {name: _contiguous(level) for name, level in features.items()}
+
+
+def _contiguous(level: torch.Tensor) -> torch.Tensor:
+    """`level` in the default layout. From channels-last, each image is one (H*W, C) matrix to
+    transpose, which PyTorch's CPU copy does in cache-sized blocks: several times faster than
+    its generic strided copy, which cost the CPU engine about 7% of its forward pass."""
+    if level.is_contiguous() or not level.is_contiguous(memory_format=torch.channels_last):
+        return level.contiguous()
+    n, c, h, w = level.shape
+    out = level.new_empty((n, c, h, w))
+    for image, source in zip(out, level):
+        image.view(c, h * w).copy_(source.permute(1, 2, 0).reshape(h * w, c).t())
+    return out
 
 
 def _of_class(targets, label: int):
