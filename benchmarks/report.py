@@ -321,8 +321,10 @@ def schedule_curve() -> str:
         ["mAP cyto", "mAP nuc", "AP75 nuc", "AJI cyto", "F1 cyto"], training=True)
 
 
-def v2_test90() -> str:
+def versions_test90() -> str:
     return evaluations({
+        "v3: v2's recipe with mask_box_margin=0.1, CPU, float32 (final weights)": "v3_ship_3200_cpu_seed0",
+        "v3 as shipped, float16": "v3_shipped_test90",
         "v2: 3200 iterations, CPU, float32 (final weights)": "v2_ship_3200_cpu_seed0",
         "v2 as shipped, float16": "v2_shipped_test90",
         "v1 as shipped, float16 (1600 iterations, H200)": "default_model_test90",
@@ -434,7 +436,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
-    "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "v2_test90": v2_test90, "crowding": crowding, "split_levers": split_levers,
+    "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "versions_test90": versions_test90, "crowding": crowding, "split_levers": split_levers,
     "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
     "diameter_auto_test90_v2": lambda: diameter_auto("diameter_auto_test90_v2"),
     "diameter_auto_split_band": lambda: diameter_auto("diameter_auto_split_band"),
