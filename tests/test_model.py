@@ -7,6 +7,7 @@ from donet.data import SynthConfig, generate
 from donet.errors import DonetError
 from donet.modeling import LADDER, ConsistencyMode, build_model, image_tensor, training_target
 from donet.modeling.crm import consistency_loss, soft_xor
+from donet.modeling.donet import _contiguous
 from donet.modeling.mrp import attention_map, paste_logits
 
 SMALL = {"min_size": 128, "max_size": 256}
@@ -149,6 +150,23 @@ def test_attention_map_is_the_sigmoid_of_the_summed_positive_logits_pasted_at_th
     # Very confident cells saturate below 1: the map stays inside [0.5, 1).
     saturated = attention_map([(boxes, torch.full((1, 28, 28), 40.0))], (16, 16), 4)
     assert saturated.max() == torch.sigmoid(torch.tensor(15.0)) < 1
+
+
+def test_features_for_roialign_keep_their_values_in_every_layout():
+    """The blocked transpose out of channels-last gives each image of a batch its own values,
+    whatever the layout it is handed, and passes gradients back unchanged."""
+    generator = torch.Generator().manual_seed(0)
+    levels = [torch.randn(2, 16, 12, 20, generator=generator).contiguous(memory_format=torch.channels_last),
+              torch.randn(3, 8, 6, 4, generator=generator).contiguous(memory_format=torch.channels_last),
+              torch.randn(1, 1, 5, 7, generator=generator),
+              torch.randn(1, 8, 12, 10, generator=generator)[:, :, 2:9, 1:7]]  # a slice: neither layout
+    for level in levels:
+        laid_out = _contiguous(level)
+        assert laid_out.is_contiguous() and torch.equal(laid_out, level)
+    level = levels[0].clone().requires_grad_()
+    weights = torch.randn(level.shape, generator=generator)
+    (_contiguous(level) * weights).sum().backward()
+    assert torch.equal(level.grad, weights)
 
 
 def test_crowded_image_yields_more_than_100_detections():

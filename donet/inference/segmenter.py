@@ -138,11 +138,11 @@ class Segmenter:
         # A read-only array (a memory map, a slide region) is copied: torch wants writable memory.
         pixels = torch.from_numpy(np.require(image, requirements="CW")).to(self.device, non_blocking=True)
         scale = 65535.0 if image.dtype == np.uint16 else 255.0
-        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-        pixels = pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels[:3]
+        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)[:3]
         # Planes laid out before the conversion: the transform's resize would otherwise copy
         # the float image to lay it out.
-        return pixels.contiguous().float() / scale
+        pixels = pixels.contiguous().float() / scale
+        return pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels
 
     @contextmanager
     def _input_size(self, size: tuple[int, int], scale: float):

@@ -141,15 +141,17 @@ def _pooled(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _contiguous(level: torch.Tensor) -> torch.Tensor:
-    """`level` in the default layout. From channels-last, each image is one (H*W, C) matrix to
-    transpose, which PyTorch's CPU copy does in cache-sized blocks: several times faster than
-    its generic strided copy, which cost the CPU engine about 7% of its forward pass."""
-    if level.is_contiguous() or not level.is_contiguous(memory_format=torch.channels_last):
+    """`level` in the default layout. On the CPU, from channels-last, each image is one
+    (H*W, C) matrix to transpose, which PyTorch's CPU copy does in cache-sized blocks: about 7
+    times faster than its generic strided copy, which cost the CPU engine about 5% of its
+    forward pass."""
+    channels_last = level.is_contiguous(memory_format=torch.channels_last) and not level.is_contiguous()
+    if level.device.type != "cpu" or not channels_last:
         return level.contiguous()
     n, c, h, w = level.shape
     out = level.new_empty((n, c, h, w))
-    for image, source in zip(out, level):
-        image.view(c, h * w).copy_(source.permute(1, 2, 0).reshape(h * w, c).t())
+    for index in range(n):  # one view per image, so that autograd can follow the in-place copy
+        out[index].view(c, h * w).copy_(level[index].permute(1, 2, 0).reshape(h * w, c).t())
     return out
 
 
