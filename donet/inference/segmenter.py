@@ -139,8 +139,8 @@ class Segmenter:
         pixels = torch.from_numpy(np.require(image, requirements="CW")).to(self.device, non_blocking=True)
         scale = 65535.0 if image.dtype == np.uint16 else 255.0
         pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)[:3]
-        # Planes laid out before the conversion: the transform's resize would otherwise copy
-        # the float image to lay it out.
+        # Planes laid out while still 8 or 16 bits, so that the transform's normalisation,
+        # resize and batching run on planar memory.
         pixels = pixels.contiguous().float() / scale
         return pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels
 
