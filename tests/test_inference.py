@@ -101,6 +101,22 @@ def test_the_cpu_engine_detects_what_the_model_itself_detects(model, fields):
             assert torch.allclose(found[key], wanted[key], atol=tolerance), (key, (found[key] - wanted[key]).abs().max())
 
 
+def test_one_batch_through_the_network_gives_each_image_what_it_gives_alone(model, fields):
+    """The GPU's path, a batch in one forward pass, run here on the CPU through the same code:
+    each image's cells and nuclei as when it is detected alone."""
+    segmenter = Segmenter(model, device="cpu", tile=512)
+    images = [fields[0], fields[1], fields[3]]
+    with torch.inference_mode(), segmenter._input_size(images[0].shape[:2], 1.0):
+        together = segmenter._forward_together(images)
+    alone = [segmenter.detect([image])[0] for image in images]
+    assert sum(len(d["boxes"]) for d in alone) >= 15
+    for image, found, expected in zip(images, together, alone):
+        assert torch.equal(found["labels"], expected["labels"])
+        assert all(found[key].dtype == expected[key].dtype for key in expected)
+        same_instances(segmenter._segment_at(image, "image", 1.0, detection=expected)[0].instances,
+                       segmenter._segment_at(image, "image", 1.0, detection=found)[0].instances)
+
+
 def test_a_batch_of_mixed_sizes_gives_each_image_what_it_gives_alone(model, fields):
     """Images of different sizes in one call run a size at a time (the network's input size is
     set per size) and come back in order; on the CPU, two at once in two threads."""

@@ -1,4 +1,7 @@
+import threading
+
 import numpy as np
+import pytest
 import torch
 from pycocotools import mask as mask_utils
 from torchvision.ops import roi_align
@@ -126,6 +129,48 @@ def test_results_stream_out_row_by_row_and_skipped_tiles_give_nothing():
     cells_kept = {i.rle["counts"] for i in kept if i.category == CellClass.CYTOPLASM}
     assert owned_elsewhere and owned_elsewhere <= cells_kept
     assert all(mask_utils.toBbox(i.rle)[0] + mask_utils.toBbox(i.rle)[2] / 2 > seam - 8 for i in kept)
+
+
+class SlowRegions:
+    """An image read a region at a time, as a slide level is, noting each region it gave."""
+
+    def __init__(self, image, fail_at=None):
+        self.image, self.shape, self.fail_at = image, image.shape, fail_at
+        self.read = []
+        self.second_batch_read = threading.Event()
+
+    def __getitem__(self, region):
+        corner = (region[0].start, region[1].start)
+        if corner == self.fail_at:
+            raise OSError(f"tile at {corner} is corrupt")
+        self.read.append(corner)
+        if len(self.read) == 3:  # the first tile of the second batch (batches of 2)
+            self.second_batch_read.set()
+        return self.image[region]
+
+
+def test_the_next_tiles_are_read_while_the_model_runs_and_a_failed_read_raises():
+    config = SynthConfig(size=(900, 900), cells=(20, 20), clusters=(6, 6), mimics=(0, 0))
+    sample = generate(0, config, seed=5)
+    detect = FieldOfView(sample)
+    image = SlowRegions(sample.image)
+    settings = TILES.model_copy(update={"batch_size": 2})
+    waited = []
+
+    def detecting(crops, corners):
+        if not waited:  # the first batch: its detection waits for the second batch's read
+            waited.append(image.second_batch_read.wait(timeout=30))
+        return detect(crops, corners)
+
+    found = instances(segment_tiled(detecting, image, settings), sample.image.shape[:2])
+    assert waited == [True]
+    assert [(i.rle, i.parent) for i in found] == [(i.rle, i.parent) for i in instances(
+        segment_tiled(detect, sample.image, settings), sample.image.shape[:2])]
+    starts = tile_starts(900, 384, 160)
+    assert sorted(image.read) == sorted((y, x) for y in starts for x in starts)  # each tile read once
+    broken = SlowRegions(sample.image, fail_at=(starts[1], starts[2]))
+    with pytest.raises(OSError, match="corrupt"):
+        list(segment_tiled(detect, broken, settings))
 
 
 def test_cells_and_nuclei_have_their_own_mask_threshold():

@@ -123,9 +123,14 @@ class Segmenter:
                 if len(images) > 1 and _side_by_side():
                     return list(_image_threads().map(self._forward_alone, images))
                 return [self._forward_alone(image) for image in images]
-            precision = PRECISIONS[self.settings.precision]
-            with torch.autocast("cuda", dtype=precision) if precision else nullcontext():
-                detections = self.network([self._tensor(image) for image in images])
+            return self._forward_together(images)
+
+    def _forward_together(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Images of one size through the network in one batch (on a GPU), in the settings'
+        precision, with float32 outputs."""
+        precision = PRECISIONS[self.settings.precision]
+        with torch.autocast(self.device.type, dtype=precision) if precision else nullcontext():
+            detections = self.network([self._tensor(image) for image in images])
         return [{k: v.float() if v.is_floating_point() else v for k, v in d.items()} for d in detections]
 
     def _forward_alone(self, image: np.ndarray) -> dict[str, torch.Tensor]:

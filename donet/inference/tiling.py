@@ -18,6 +18,7 @@ can be skipped (empty glass) and spread over processes; the result depends on ne
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -117,16 +118,19 @@ def segment_tiled(detect: Detect, image, settings: InferenceSettings, *, seam_ma
                                                                    min(tile, grid.width))]
               for r in range(len(rows))]
     total, done, turn = sum(map(len, wanted)), 0, 0
-    stitcher = Stitcher(grid)
-    for r, columns in enumerate(wanted):
+    batches: list[list[list[int]]] = []  # per row, this process's batches of columns
+    for columns in wanted:
         # Turns go round the processes over the whole image, so short rows spread too.
         mine = [c for i, c in enumerate(columns) if share is None or (turn + i) % share.world == share.rank]
         turn += len(columns)
+        batches.append([mine[start:start + batch_size] for start in range(0, len(mine), batch_size)])
+    crops_of = _read_ahead(image, [[(rows[r], cols[c]) for c in batch] for r, row in enumerate(batches)
+                                   for batch in row], tile)
+    stitcher = Stitcher(grid)
+    for r, columns in enumerate(wanted):
         pieces: list[Piece] = []
-        for start in range(0, len(mine), batch_size):
-            batch = mine[start:start + batch_size]
-            corners = [(rows[r], cols[c]) for c in batch]
-            crops = [np.asarray(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
+        for batch in batches[r]:
+            corners, crops = next(crops_of)
             for c, crop, detection in zip(batch, crops, detect(crops, corners)):
                 pieces += _claimed(detection, grid, (r, c), crop.shape[:2], settings.score_threshold,
                                    settings.mask_thresholds, seam_margin)
@@ -137,6 +141,25 @@ def segment_tiled(detect: Detect, image, settings: InferenceSettings, *, seam_ma
             progress(done, total)
         yield from stitcher.add_row(r, pieces)
     yield from stitcher.finish()
+
+
+def _read_ahead(image, batches: list[list[tuple[int, int]]], tile: int) -> Iterator[tuple[list, list[np.ndarray]]]:
+    """Each batch of corners with its crops of `image`, the next batch read on a thread while
+    the caller detects this one: a slide's tiles are decoded as they are read, which would
+    otherwise leave the model (a GPU above all) waiting. A read that fails raises here."""
+
+    def read(corners):
+        return [np.asarray(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
+
+    if not batches:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="donet-tiles") as pool:
+        ahead = pool.submit(read, batches[0])
+        for k, corners in enumerate(batches):
+            crops = ahead.result()
+            if k + 1 < len(batches):
+                ahead = pool.submit(read, batches[k + 1])
+            yield corners, crops
 
 
 def _cut_by_tile_edge(boxes: np.ndarray, size, origin, image_size, tolerance: float = 1.0) -> np.ndarray:
