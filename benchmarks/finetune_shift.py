@@ -51,6 +51,7 @@ from donet.training import TrainConfig, train  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DONET_DATA", REPO.parent / "shared" / "data")) / "isbi2014"
 SCALE, TUNED = 0.8, 4
+ARMS = ("fine-tuned", "from scratch")
 
 
 def mosaic(samples: list[AnnotatedImage], name: str) -> AnnotatedImage:
@@ -70,9 +71,9 @@ def mosaic(samples: list[AnnotatedImage], name: str) -> AnnotatedImage:
     return AnnotatedImage(name, image, instances)
 
 
-def shift(sample: AnnotatedImage, rng: np.random.Generator) -> AnnotatedImage:
+def shift(sample: AnnotatedImage, rng: np.random.Generator, scale: float = SCALE) -> AnnotatedImage:
     """The frame rescaled, blurred, Pap-tinted, noisy and with debris; masks rescaled alike."""
-    gray = rescale(sample.image.astype(np.float32) / 255, SCALE, anti_aliasing=True)
+    gray = rescale(sample.image.astype(np.float32) / 255, scale, anti_aliasing=scale < 1)
     gray = ndimage.gaussian_filter(gray, 1.2)
     for _ in range(int(rng.integers(20, 40))):  # debris: small dark specks, not cells
         cy, cx = rng.uniform(0, gray.shape[0]), rng.uniform(0, gray.shape[1])
@@ -86,7 +87,7 @@ def shift(sample: AnnotatedImage, rng: np.random.Generator) -> AnnotatedImage:
     pixels = colour.clip(0, 255).astype(np.uint8)
     instances = []
     for inst in sample.instances:
-        mask = rescale(inst.mask.astype(np.float32), SCALE, order=1) > 0.5
+        mask = rescale(inst.mask.astype(np.float32), scale, order=1) > 0.5
         if mask.any():
             instances.append(Instance(inst.id, inst.category, encode_mask(mask), inst.parent))
     ids = {i.id for i in instances}
@@ -117,21 +118,26 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="the model to start from (default: the shipped one)")
     parser.add_argument("--frames", choices=["mosaics", "split"], default="mosaics",
                         help="2x2 mosaics of all train45, or the split's 9 held-out images one by one")
+    parser.add_argument("--frame-scale", type=float, default=SCALE,
+                        help="the shift's rescaling (1.0: mosaics stay 1024 x 1024, the fine-tune schedule's time bar)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     train45 = list(open_dataset(DATA / "isbi2014_train"))
     if args.frames == "split":
-        frames = [shift(sample, rng) for sample in holdout_split(train45)[1]]
+        frames = [shift(sample, rng, args.frame_scale) for sample in holdout_split(train45)[1]]
         described = f"the train45 split's {len(frames)} held-out images, shifted ({frames[0].size[1]} px)"
     else:
-        frames = [shift(mosaic(train45[4 * k:4 * k + 4], f"frame{k:02d}"), rng) for k in range(len(train45) // 4)]
+        frames = [shift(mosaic(train45[4 * k:4 * k + 4], f"frame{k:02d}"), rng, args.frame_scale)
+                  for k in range(len(train45) // 4)]
         described = f"{len(frames)} shifted 2x2 mosaics of train45 ({frames[0].size[1]} px)"
     tuned_on, scored = frames[:TUNED], frames[TUNED:]
     if not (args.work / "tune").is_dir():
         with atomic_dir(args.work / "tune") as folder:
             write_dataset(folder, tuned_on)
     results = {**provenance(), "frames": f"{described}, {TUNED} tuned on, {len(scored)} scored",
+               "frame_scale": args.frame_scale,
                "model": str(args.model or "shipped"), "seed": args.seed, "arms": {}}
     start = "shipped" if args.model is None else "starting model"
     results["arms"][start] = {**scores(load_model(args.model), scored), "minutes": 0.0}
@@ -139,8 +145,9 @@ def main() -> None:
     finetune = TrainConfig.of(init=str(args.model or "default"), train={"path": str(args.work / "tune")},
                               seed=args.seed)
     scratch = TrainConfig.of(train={"path": str(args.work / "tune")}, iterations=finetune.iterations, seed=args.seed)
-    for arm, config in (("fine-tuned", finetune), ("from scratch", scratch)):
-        run = args.work / arm.replace(" ", "_")
+    configs = {"fine-tuned": finetune, "from scratch": scratch}
+    for arm in args.arms:
+        config, run = configs[arm], args.work / arm.replace(" ", "_")
         started = time.perf_counter()
         train(config, run, resume=(run / "config.json").is_file())
         minutes = (time.perf_counter() - started) / 60
