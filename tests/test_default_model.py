@@ -175,6 +175,13 @@ def test_auto_diameter_gives_a_set_of_images_one_diameter(model, train_image, tm
     followed = []
     assert gathered.estimate_diameter(images, lambda *p: followed.append(p)) == pytest.approx(2 * own[0])
     assert followed == [(1, 1)]  # images[0] is process 0's, images[1] the other's
+    # `donet predict` on a folder records the diameter it found beside the setting.
+    paths = [tmp_path / f"field{k}.png" for k in range(len(images))]
+    for path, image in zip(paths, images):
+        Image.fromarray(image).save(path)
+    segment_files(segmenter, paths, tmp_path / "predicted", Exports())
+    recorded = json.loads((tmp_path / "predicted" / "settings.json").read_text())
+    assert recorded["diameter"] == "auto" and recorded["estimated_diameter"] == pytest.approx(set_diameter)
 
 
 def test_a_process_without_images_still_joins_the_diameter_estimate(model, train_image, tmp_path):

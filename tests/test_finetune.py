@@ -2,6 +2,8 @@
 the model, and the crops it trains on."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -93,3 +95,24 @@ def test_a_preset_that_contradicts_the_model_is_one_error_and_leaves_nothing(tun
     with pytest.raises(DonetError, match="keeps its fpn_channels"):
         train(TrainConfig.of(init="default", model={"fpn_channels": 128}, train={"path": str(root / "data")}),
               root / "widened")
+
+
+def donet(*args):
+    return subprocess.run([sys.executable, "-m", "donet", *map(str, args)], capture_output=True, text=True)
+
+
+def test_the_command_tunes_a_coco_folder_from_any_model_file_and_refuses_another_size(tuned):
+    """`donet train --train DIR --init PATH` on a COCO folder, from the model an earlier
+    fine-tune wrote; `--size paper` on the light model is one line and no run folder."""
+    root = tuned[0]
+    started_from = root / "run" / "model.safetensors"
+    again = donet("train", "--train", root / "data", "--init", started_from, "--out", root / "again",
+                  "--iterations", 1, "--batch-size", 1)
+    assert again.returncode == 0, again.stderr
+    card = json.loads((root / "again" / "model_card.json").read_text())
+    assert card["init"] == str(started_from)
+    assert load_model(root / "again" / "model.safetensors").config == load_model(started_from).config
+    refused = donet("train", "--train", root / "data", "--init", "default", "--size", "paper", "--out", root / "paper")
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode != 0 and len(lines) == 1 and lines[0].startswith("error:"), refused.stderr
+    assert "paper" in lines[0] and not (root / "paper").exists()

@@ -6,15 +6,18 @@ import pytest
 napari = pytest.importorskip("napari")  # the `napari` extra; conftest makes Qt headless
 
 import json  # noqa: E402
+import re  # noqa: E402
 
 import numpy as np  # noqa: E402
 from napari.components import ViewerModel  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 from shapely.geometry import Polygon  # noqa: E402
 from skimage import draw  # noqa: E402
+from skimage.transform import rescale  # noqa: E402
 
 from donet.data import CellClass, SynthConfig, generate  # noqa: E402
 from donet.data.instances import AnnotatedImage  # noqa: E402
+from donet.data.stats import median_diameter  # noqa: E402
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid  # noqa: E402
 from donet.io import open_dataset  # noqa: E402
 from donet.io.coco import write_predictions  # noqa: E402
@@ -137,6 +140,21 @@ def test_widget_segments_an_image_layer(qtbot, isbi):
     assert len(viewer.layers["field nuclei"].data) >= len(real.cells) - 1
     assert {"field intersection", "field complement", "field attention"} <= {layer.name for layer in viewer.layers}
     assert widget.status.value.startswith("field:")
+
+
+def test_widget_with_auto_diameter_says_the_diameter_it_found(qtbot, isbi):
+    real = open_dataset(isbi / "isbi2014_train")[44]
+    half = rescale(real.image, 0.5, anti_aliasing=True, preserve_range=True).astype(np.uint8)
+    viewer = ViewerModel()
+    widget = SegmentWidget(viewer)
+    widget.image.value, widget.device.value = viewer.add_image(half, name="field"), "cpu"
+    widget.auto_diameter.value = True
+    widget.run()
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=120_000)
+    found = re.fullmatch(r"field: \d+ cells, \d+ nuclei \(cell diameter (\d+) px\)", widget.status.value)
+    assert found, widget.status.value
+    assert abs(np.log(int(found[1]) / (0.5 * median_diameter([real])))) < np.log(1.3)
+    assert len(viewer.layers["field cells"].data) >= len(real.cells) - 1
 
 
 def test_widget_segments_the_visible_region_in_image_coordinates(qtbot, isbi):

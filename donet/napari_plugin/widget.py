@@ -137,9 +137,9 @@ class SegmentWidget(Container):
         key = (model_path or "", settings.device)
         if key not in self._models:
             self._models[key] = load_model(model_path and Path(model_path))
-        result, detection, _ = Segmenter(self._models[key], settings).segment_with_detection(
+        result, detection, diameter = Segmenter(self._models[key], settings).segment_with_detection(
             pixels, "image", progress=lambda done, total: setattr(self, "_count", (done, total, "")))
-        return result.instances, detection, result.measurements()
+        return result.instances, detection, result.measurements(), diameter
 
     def _show_progress(self) -> None:
         done, total, note = self._count
@@ -147,7 +147,7 @@ class SegmentWidget(Container):
         if note:
             self.status.value = note
 
-    def _add_layers(self, layer, pixels, offset, settings, instances, detection, measured) -> None:
+    def _add_layers(self, layer, pixels, offset, settings, instances, detection, measured, diameter) -> None:
         shape = _level0(layer).shape[:2]
         placement = {"translate": tuple(layer.translate[-2:]), "scale": tuple(layer.scale[-2:])}
         region = [int(v) for v in (*offset, offset[0] + pixels.shape[0], offset[1] + pixels.shape[1])]  # segmented
@@ -170,6 +170,9 @@ class SegmentWidget(Container):
                                                       * placement["scale"]))
         cells = sum(i.category.name == "CYTOPLASM" for i in instances)
         self.status.value = f"{layer.name}: {cells} cells, {len(instances) - cells} nuclei"
+        if settings.diameter == "auto":  # what it found, to type in as the diameter next time
+            self.status.value += (f" (cell diameter {diameter:.0f} px)" if diameter is not None
+                                  else " (no cell confident enough to estimate the diameter)")
 
     # -- human in the loop: the corrected layers fine-tune the model --------------------------
 
