@@ -34,7 +34,7 @@ from .evaluation import (
     table_rows,
 )
 from .evaluation.measurement_accuracy import MEASUREMENT_COLUMNS, measurement_rows
-from .inference.settings import InferenceSettings
+from .inference.settings import GPU_BATCH_SIZE, InferenceSettings
 from .io import DataFormat, open_dataset, write_dataset
 from .io.coco import read_predictions, relative_files, write_predictions
 
@@ -357,9 +357,9 @@ def predict_command(
     tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = \
         DEFAULTS.tile,
     overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = DEFAULTS.overlap,
-    batch_size: Annotated[int, typer.Option(
-        help="Images or tiles per step: one forward pass on a GPU (raise it there), two at a time on the CPU.")] = \
-        DEFAULTS.batch_size,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help=f"Images or tiles per step: one forward pass on a GPU (default {GPU_BATCH_SIZE}), two at a time on "
+             f"the CPU (default {DEFAULTS.batch_size}).", show_default=False)] = None,
     precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast, CUDA only).")] = DEFAULTS.precision,
     workers: Annotated[int, typer.Option(help="Threads reading the next images while the model runs.")] = \
         DEFAULTS.workers,

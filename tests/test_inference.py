@@ -14,8 +14,9 @@ import donet
 from donet.data import CellClass
 from donet.errors import DonetError
 from donet.io import read_predictions
-from donet.inference import Exports, Segmenter, segment_files
+from donet.inference import Exports, InferenceSettings, Segmenter, segment_files
 from donet.inference.paste import paste_thresholded
+from donet.inference.settings import GPU_BATCH_SIZE
 from donet.io import open_dataset
 
 
@@ -115,6 +116,14 @@ def test_one_batch_through_the_network_gives_each_image_what_it_gives_alone(mode
         assert all(found[key].dtype == expected[key].dtype for key in expected)
         same_instances(segmenter._segment_at(image, "image", 1.0, detection=expected)[0].instances,
                        segmenter._segment_at(image, "image", 1.0, detection=found)[0].instances)
+
+
+def test_a_gpu_steps_through_a_larger_batch_unless_one_is_given():
+    unset = InferenceSettings.of(batch_size=None)  # as the command line passes an option left out
+    assert unset.on_device("cpu").batch_size == 2
+    assert unset.on_device("cuda").batch_size == unset.on_device("mps").batch_size == GPU_BATCH_SIZE > 2
+    given = InferenceSettings.of(batch_size=2)
+    assert given.on_device("cuda").batch_size == 2 and given.on_device("cuda").model_dump() == given.model_dump()
 
 
 def test_a_batch_of_mixed_sizes_gives_each_image_what_it_gives_alone(model, fields):

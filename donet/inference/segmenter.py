@@ -93,6 +93,7 @@ class Segmenter:
         self.settings = settings if settings is not None else InferenceSettings.of(**options)
         self.processes = processes or Processes()
         self.device = self.processes.device(resolve_device(self.settings.device))
+        self.settings = self.settings.on_device(self.device.type)
         if self.settings.precision != "fp32" and self.device.type != "cuda":
             raise DonetError(None, f"--precision {self.settings.precision} needs a CUDA device")
         self.scale = settings_scale(model.config, self.settings.diameter)

@@ -12,6 +12,11 @@ from ..errors import DonetError
 from ..io.planes import Focus, Planes
 
 
+# A GPU runs a batch as one forward pass, which a pair of images leaves mostly idle; 8 tiles
+# of 1024 px stay within a small GPU's memory for the paper preset (unmeasured: no GPU yet).
+GPU_BATCH_SIZE = 8
+
+
 class InferenceSettings(BaseModel):
     """How images become instances; `donet predict` writes it beside its predictions."""
 
@@ -33,8 +38,8 @@ class InferenceSettings(BaseModel):
     mpp: float | None = Field(None, ge=0.001)
     skip_glass: bool = True
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    # Images or tiles per step: on a GPU one forward pass (more keeps it busy); on the CPU they
-    # run two at a time, so 2 already keeps both streams busy.
+    # Images or tiles per step: on the CPU they run two at a time, each alone, so 2 keeps both
+    # streams busy; on a GPU they are one forward pass, GPU_BATCH_SIZE unless one is given.
     batch_size: int = Field(2, ge=1)
     # Arithmetic of the forward pass on CUDA (autocast); the CPU always runs float32.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -49,6 +54,13 @@ class InferenceSettings(BaseModel):
         if self.overlap >= self.tile:
             raise ValueError("the tile overlap must be smaller than the tile")
         return self
+
+    def on_device(self, device_type: str) -> InferenceSettings:
+        """These settings on a device ("cpu", "cuda", "mps"): a GPU steps through
+        GPU_BATCH_SIZE images or tiles at once where no batch size was given."""
+        if device_type == "cpu" or "batch_size" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"batch_size": GPU_BATCH_SIZE})
 
     @property
     def mask_thresholds(self) -> dict[CellClass, float]:
