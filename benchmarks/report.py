@@ -431,6 +431,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "throughput": throughput, "onnx_backbone": onnx_backbone, "stage_profile": stage_profile,
     "measurements": measurements,
     "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "finetune_shift_v2": lambda: finetune_shift("finetune_shift_v2"),
+    "finetune_shift_v3": lambda: finetune_shift("finetune_shift_v3"),
     "finetune_split": lambda: finetune_shift("finetune_split"), "model_speed": model_speed, "tiling": tiling,
     "slides": slides, "default_recipe_test90": default_recipe_test90, "shipped_test90": shipped_test90,
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
