@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -419,8 +420,10 @@ def predict_command(
                     bar.update(task_id, completed=done, total=total, visible=done < total)
                 return update
 
+            started = time.perf_counter()
             report = segment_files(segmenter, paths, folder, exports, on_input=done, on_tiles=following(tiles),
                                    on_estimate=following(estimating))
+            seconds = time.perf_counter() - started
             failures = report.failures
             if len(failures) == len(paths):  # raising inside the block discards the folder
                 if len(paths) == 1:
@@ -429,7 +432,13 @@ def predict_command(
     finally:
         processes.close()
     if processes.main:
-        console.print(f"segmented {len(paths) - len(failures)} of {len(paths)} images into {out}")
+        segmented = [item for item in report.inputs if item.problem is None]
+        console.print(f"segmented {len(segmented)} of {len(paths)} images into {out}: "
+                      f"{sum(item.cells for item in segmented)} cells, {sum(item.nuclei for item in segmented)} "
+                      f"nuclei, {seconds:.1f} s", highlight=False)
+        estimated = [item.diameter for item in segmented if item.slide is None and item.diameter is not None]
+        if estimated:  # one diameter for the set of images; slides say their own below
+            console.print(f"cell diameter estimated at {estimated[0]:.0f} px", highlight=False)
         for item in report.inputs:
             if item.slide is not None:
                 slide = item.slide

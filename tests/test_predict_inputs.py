@@ -86,9 +86,15 @@ def test_predict_segments_the_files_a_pattern_matches(checkpoint, tmp_path):
             (folder / name).write_text("not an image")
             continue
         Image.fromarray(generate(k, SynthConfig(size=(96, 112)), seed=0).image).save(folder / name)
-    predict(folder / "*.png", folder / "?.jpg", "--model", checkpoint, "--out", tmp_path / "out", "--device", "cpu")
+    done = predict(folder / "*.png", folder / "?.jpg", "--model", checkpoint, "--out", tmp_path / "out",
+                   "--device", "cpu", "--score-threshold", 0)
     predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert [image["file_name"] for image in predictions["images"]] == ["../in/a.png", "../in/b.png", "../in/c.jpg"]
+    # The command prints the report it was given: what was found, counted from the outputs.
+    counts = [sum(p["category_id"] == category for p in predictions["annotations"]) for category in (1, 2)]
+    assert counts[0] + counts[1] > 0
+    assert f"segmented 3 of 3 images into {tmp_path / 'out'}: {counts[0]} cells, {counts[1]} nuclei, " in \
+        " ".join(done.output.split())
 
 
 def test_a_native_tiff_is_memory_mapped_and_segments_as_if_read_whole(checkpoint, tmp_path):
