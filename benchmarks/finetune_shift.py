@@ -133,9 +133,14 @@ def main() -> None:
                   for k in range(len(train45) // 4)]
         described = f"{len(frames)} shifted 2x2 mosaics of train45 ({frames[0].size[1]} px)"
     tuned_on, scored = frames[:TUNED], frames[TUNED:]
+    # A --work folder is resumed only with the frames it was made for.
+    made_for = {"frames": args.frames, "frame_scale": args.frame_scale, "seed": args.seed}
     if not (args.work / "tune").is_dir():
         with atomic_dir(args.work / "tune") as folder:
             write_dataset(folder, tuned_on)
+        (args.work / "frames.json").write_text(json.dumps(made_for))
+    elif not (args.work / "frames.json").is_file() or json.loads((args.work / "frames.json").read_text()) != made_for:
+        raise SystemExit(f"{args.work} holds other frames than {made_for}: give another --work")
     results = {**provenance(), "frames": f"{described}, {TUNED} tuned on, {len(scored)} scored",
                "frame_scale": args.frame_scale,
                "model": str(args.model or "shipped"), "seed": args.seed, "arms": {}}

@@ -119,7 +119,8 @@ def throughput() -> str:
     bare, e2e = data["bare_images_per_second"], data["end_to_end_images_per_second"]
     over_bare, over_resnet = data["end_to_end_cost_over_bare"], data["end_to_end_cost_over_resnet18"]
     slides, ratios = data["slides"], data["donet_over_maskrcnn"]
-    rows = [[f"bare forward pass ({key})", f"{value:.2f} images/s"] for key, value in bare.items()]
+    rows = [[f"bare forward pass ({key})", value if isinstance(value, str) else f"{value:.2f} images/s"]
+            for key, value in bare.items()]
     rows.append(["untrained torchvision ResNet-18, 512 x 512, batch 1",
                  f"{data['resnet18_images_per_second']:.2f} images/s"])
     if "resnet18_two_streams_images_per_second" in data:
@@ -432,6 +433,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "measurements": measurements,
     "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "finetune_shift_v2": lambda: finetune_shift("finetune_shift_v2"),
     "finetune_shift_v3": lambda: finetune_shift("finetune_shift_v3"),
+    "finetune_shift_1024": lambda: finetune_shift("finetune_shift_1024"),
     "finetune_split": lambda: finetune_shift("finetune_split"), "model_speed": model_speed, "tiling": tiling,
     "slides": slides, "default_recipe_test90": default_recipe_test90, "shipped_test90": shipped_test90,
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,

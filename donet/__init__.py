@@ -2,7 +2,7 @@
 
     model = donet.load_model()                    # the shipped model; or a checkpoint path
     result = donet.segment(model, image)          # AnnotatedImage of overlapping instances
-    segmenter = donet.Segmenter(model, batch_size=16, device="cuda")  # batches fill a GPU
+    segmenter = donet.Segmenter(model, device="cuda")  # a GPU takes 8 images or tiles a step
     for done in segmenter.segment_many(paths):    # batched across images, read ahead
         ...
     model = donet.build_model("donet")            # preset: maskrcnn, drm, drm_crm, donet

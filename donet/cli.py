@@ -435,10 +435,13 @@ def predict_command(
         segmented = [item for item in report.inputs if item.problem is None]
         console.print(f"segmented {len(segmented)} of {len(paths)} images into {out}: "
                       f"{sum(item.cells for item in segmented)} cells, {sum(item.nuclei for item in segmented)} "
-                      f"nuclei, {seconds:.1f} s", highlight=False)
-        estimated = [item.diameter for item in segmented if item.slide is None and item.diameter is not None]
-        if estimated:  # one diameter for the set of images; slides say their own below
-            console.print(f"cell diameter estimated at {estimated[0]:.0f} px", highlight=False)
+                      f"nuclei, {seconds:.1f} s", highlight=False, soft_wrap=True)
+        images = [item for item in segmented if item.slide is None]
+        if settings.diameter == "auto" and images:  # one diameter for the set; slides say their own below
+            found = images[0].diameter
+            console.print(f"cell diameter estimated at {found:.0f} px" if found is not None else
+                          "cell diameter: no cell was confident enough to estimate it; segmented at the model's "
+                          "scale", highlight=False, soft_wrap=True)
         for item in report.inputs:
             if item.slide is not None:
                 slide = item.slide

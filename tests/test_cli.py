@@ -1,20 +1,7 @@
 import json
-import subprocess
-import sys
 
 import pytest
-
-
-def donet(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "donet", *map(str, args)], capture_output=True, text=True, cwd=cwd)
-
-
-def one_line_error(result, *fragments):
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+from commands import donet, one_line_error
 
 
 def test_synth_then_stats_and_refusal_to_overwrite(tmp_path):

@@ -1,20 +1,15 @@
 """`donet evaluate` and `donet cv` end to end on tiny synthetic data."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from commands import donet
 
 from donet.atomic import atomic_dir
 from donet.data import SynthConfig, generate
 from donet.io import write_dataset
 from donet.io.coco import write_predictions
-
-
-def donet(*args):
-    return subprocess.run([sys.executable, "-m", "donet", *map(str, args)], capture_output=True, text=True)
 
 
 def test_evaluate_ground_truth_against_itself_is_perfect(tmp_path):

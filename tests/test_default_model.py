@@ -175,7 +175,7 @@ def test_auto_diameter_gives_a_set_of_images_one_diameter(model, train_image, tm
     followed = []
     assert gathered.estimate_diameter(images, lambda *p: followed.append(p)) == pytest.approx(2 * own[0])
     assert followed == [(1, 1)]  # images[0] is process 0's, images[1] the other's
-    # `donet predict` on a folder records the diameter it found beside the setting.
+    # Files segmented into a folder (what `donet predict` runs) record the diameter found beside the setting.
     paths = [tmp_path / f"field{k}.png" for k in range(len(images))]
     for path, image in zip(paths, images):
         Image.fromarray(image).save(path)

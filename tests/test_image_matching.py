@@ -2,12 +2,11 @@
 called `a.png` in two folders stay two images."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import donet
 
 from donet.data import SynthConfig, generate
 from donet.data.instances import Instance
@@ -15,10 +14,6 @@ from donet.errors import DonetError
 from donet.evaluation import evaluate, json_safe
 from donet.io import read_coco, read_predictions, write_coco, write_predictions
 from donet.io.images import write_image
-
-
-def donet(*args):
-    return subprocess.run([sys.executable, "-m", "donet", *map(str, args)], capture_output=True, text=True)
 
 
 def samples():

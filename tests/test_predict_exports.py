@@ -2,8 +2,6 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from scipy import ndimage
 import donet
 import donet.inference
 from donet.data import CellClass, SynthConfig, generate
+from commands import donet as donet_cli
 from pictures import check_overlay, decode_colours
 
 
@@ -27,10 +26,6 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "m.safetensors"
     donet.save_weights(donet.build_model("donet", min_size=128, max_size=256), path)
     return path
-
-
-def donet_cli(*args):
-    return subprocess.run([sys.executable, "-m", "donet", *map(str, args)], capture_output=True, text=True)
 
 
 def check_pictures(out, name, image, masks, is_cell):
@@ -61,14 +56,14 @@ def test_predict_writes_every_export_and_reports_bad_images(checkpoint, tmp_path
     Image.fromarray(np.stack([gray] * 3, -1)).save(images / "c.jpg")
     (images / "broken.png").write_bytes(b"not an image")
     result = donet_cli("predict", images, "--model", checkpoint, "--out", tmp_path / "out", "--score-threshold", 0.0,
-                       "--geojson", "--imagej", "--labels", "--overlay", "--heatmaps", "--measure")
+                       "--device", "cpu", "--geojson", "--imagej", "--labels", "--overlay", "--heatmaps", "--measure")
     assert result.returncode == 1  # one image failed...
     assert "broken.png" in result.stderr and "not a readable image" in result.stderr
     out = tmp_path / "out"  # ...the others are written
     coco = COCO(str(out / "predictions.json"))
     # The settings, declared once, are recorded beside the predictions.
     assert json.loads((out / "settings.json").read_text()) == {**donet.inference.InferenceSettings().model_dump(),
-                                                                "score_threshold": 0.0}
+                                                                "score_threshold": 0.0, "device": "cpu"}
     # The real input files, relative to the output folder.
     assert {img["file_name"] for img in coco.dataset["images"]} == {"../in/a.png", "../in/b16.tif", "../in/c.jpg"}
     for name in ("a", "b16", "c"):

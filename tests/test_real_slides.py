@@ -2,21 +2,16 @@
 place), and focal stacks and channels of OME-TIFFs."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tifffile
+from commands import donet
 
 from donet.errors import DonetError
 from donet.io.images import read_image
 from donet.io.planes import Planes, fuse
 from donet.io.slides import is_slide, open_slide, plausible_mpp
-
-
-def donet(*args):
-    return subprocess.run([sys.executable, "-m", "donet", *map(str, args)], capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("name, size, mpp", [

@@ -131,7 +131,7 @@ def test_results_stream_out_row_by_row_and_skipped_tiles_give_nothing():
     assert all(mask_utils.toBbox(i.rle)[0] + mask_utils.toBbox(i.rle)[2] / 2 > seam - 8 for i in kept)
 
 
-class SlowRegions:
+class RegionsRead:
     """An image read a region at a time, as a slide level is, noting each region it gave."""
 
     def __init__(self, image, fail_at=None):
@@ -153,7 +153,7 @@ def test_the_next_tiles_are_read_while_the_model_runs_and_a_failed_read_raises()
     config = SynthConfig(size=(900, 900), cells=(20, 20), clusters=(6, 6), mimics=(0, 0))
     sample = generate(0, config, seed=5)
     detect = FieldOfView(sample)
-    image = SlowRegions(sample.image)
+    image = RegionsRead(sample.image)
     settings = TILES.model_copy(update={"batch_size": 2})
     waited = []
 
@@ -168,7 +168,7 @@ def test_the_next_tiles_are_read_while_the_model_runs_and_a_failed_read_raises()
         segment_tiled(detect, sample.image, settings), sample.image.shape[:2])]
     starts = tile_starts(900, 384, 160)
     assert sorted(image.read) == sorted((y, x) for y in starts for x in starts)  # each tile read once
-    broken = SlowRegions(sample.image, fail_at=(starts[1], starts[2]))
+    broken = RegionsRead(sample.image, fail_at=(starts[1], starts[2]))
     with pytest.raises(OSError, match="corrupt"):
         list(segment_tiled(detect, broken, settings))
 

@@ -12,8 +12,9 @@ from ..errors import DonetError
 from ..io.planes import Focus, Planes
 
 
-# A GPU runs a batch as one forward pass, which a pair of images leaves mostly idle; 8 tiles
-# of 1024 px stay within a small GPU's memory for the paper preset (unmeasured: no GPU yet).
+# A GPU runs a batch as one forward pass, which a pair of images leaves mostly idle. 8 is a
+# guess, unmeasured (no GPU yet): it should keep one busy while 8 tiles of 1024 px fit a small
+# GPU's memory; a `diameter` that enlarges the images enlarges the tiles with it.
 GPU_BATCH_SIZE = 8
 
 
@@ -57,7 +58,8 @@ class InferenceSettings(BaseModel):
 
     def on_device(self, device_type: str) -> InferenceSettings:
         """These settings on a device ("cpu", "cuda", "mps"): a GPU steps through
-        GPU_BATCH_SIZE images or tiles at once where no batch size was given."""
+        GPU_BATCH_SIZE images or tiles at once where no batch size was given. The copy holds
+        that batch size as given (settings.json records what ran)."""
         if device_type == "cpu" or "batch_size" in self.model_fields_set:
             return self
         return self.model_copy(update={"batch_size": GPU_BATCH_SIZE})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -127,29 +128,33 @@ def segment_tiled(detect: Detect, image, settings: InferenceSettings, *, seam_ma
     crops_of = _read_ahead(image, [[(rows[r], cols[c]) for c in batch] for r, row in enumerate(batches)
                                    for batch in row], tile)
     stitcher = Stitcher(grid)
-    for r, columns in enumerate(wanted):
-        pieces: list[Piece] = []
-        for batch in batches[r]:
-            corners, crops = next(crops_of)
-            for c, crop, detection in zip(batch, crops, detect(crops, corners)):
-                pieces += _claimed(detection, grid, (r, c), crop.shape[:2], settings.score_threshold,
-                                   settings.mask_thresholds, seam_margin)
-        if share is not None and share.world > 1:
-            pieces = sorted((p for part in share.all_gather(pieces) for p in part), key=lambda p: p.tile)
-        done += len(columns)
-        if progress and columns:
-            progress(done, total)
-        yield from stitcher.add_row(r, pieces)
+    # Closed on the way out, also when detecting fails: a read still running is waited for
+    # before the caller may close the slide it reads.
+    with closing(crops_of):
+        for r, columns in enumerate(wanted):
+            pieces: list[Piece] = []
+            for batch in batches[r]:
+                corners, crops = next(crops_of)
+                for c, crop, detection in zip(batch, crops, detect(crops, corners)):
+                    pieces += _claimed(detection, grid, (r, c), crop.shape[:2], settings.score_threshold,
+                                       settings.mask_thresholds, seam_margin)
+            if share is not None and share.world > 1:
+                pieces = sorted((p for part in share.all_gather(pieces) for p in part), key=lambda p: p.tile)
+            done += len(columns)
+            if progress and columns:
+                progress(done, total)
+            yield from stitcher.add_row(r, pieces)
     yield from stitcher.finish()
 
 
 def _read_ahead(image, batches: list[list[tuple[int, int]]], tile: int) -> Iterator[tuple[list, list[np.ndarray]]]:
     """Each batch of corners with its crops of `image`, the next batch read on a thread while
-    the caller detects this one: a slide's tiles are decoded as they are read, which would
-    otherwise leave the model (a GPU above all) waiting. A read that fails raises here."""
+    the caller detects this one: a slide's tiles are decoded, and a memory-mapped file's pages
+    read, as the crops are taken (copied), which would otherwise leave the model (a GPU above
+    all) waiting. A read that fails raises here."""
 
     def read(corners):
-        return [np.asarray(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
+        return [np.array(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
 
     if not batches:
         return
