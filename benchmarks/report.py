@@ -114,8 +114,8 @@ def demo() -> str:
     return table(["training", "wall", "held-out cytoplasm mAP", "nucleus mAP"], rows, "demo_cpu")
 
 
-def throughput() -> str:
-    data = load("throughput_cpu")
+def throughput(result: str = "throughput_cpu") -> str:
+    data = load(result)
     bare, e2e = data["bare_images_per_second"], data["end_to_end_images_per_second"]
     over_bare, over_resnet = data["end_to_end_cost_over_bare"], data["end_to_end_cost_over_resnet18"]
     slides, ratios = data["slides"], data["donet_over_maskrcnn"]
@@ -143,7 +143,7 @@ def throughput() -> str:
              for name, v in slides.items() if isinstance(v, dict)]
     rows += [[f"DoNet over Mask R-CNN, untrained, 100 detections, {size} preset",
               f"{v['donet']:.3f} / {v['maskrcnn']:.3f} s: {v['donet_over_maskrcnn']:.2f}x"] for size, v in ratios.items()]
-    return table([f"{data['device']}, {data['images']} test90 images", "figure"], rows, "throughput_cpu")
+    return table([f"{data['device']}, {data['images']} test90 images", "figure"], rows, result)
 
 
 def onnx_backbone() -> str:
@@ -429,7 +429,7 @@ def cluster_aug() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "index": index, "synth_throughput": synth_throughput, "evaluation_speed": evaluation_speed, "demo": demo,
-    "throughput": throughput, "onnx_backbone": onnx_backbone, "stage_profile": stage_profile,
+    "throughput": throughput, "throughput_cpu_s9": lambda: throughput("throughput_cpu_s9"), "onnx_backbone": onnx_backbone, "stage_profile": stage_profile,
     "measurements": measurements,
     "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "finetune_shift_v2": lambda: finetune_shift("finetune_shift_v2"),
     "finetune_shift_v3": lambda: finetune_shift("finetune_shift_v3"),

@@ -156,7 +156,8 @@ def _read_ahead(image, batches: list[list[tuple[int, int]]], tile: int) -> Itera
     def read(corners):
         return [np.array(image[y0:y0 + tile, x0:x0 + tile]) for y0, x0 in corners]
 
-    if not batches:
+    if len(batches) <= 1:  # one batch (an image of one tile): nothing to read ahead of
+        yield from ((corners, read(corners)) for corners in batches)
         return
     with ThreadPoolExecutor(1, thread_name_prefix="donet-tiles") as pool:
         ahead = pool.submit(read, batches[0])
