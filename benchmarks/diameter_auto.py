@@ -7,9 +7,9 @@ them in training) are rescaled by each factor (images bilinear, masks nearest) a
 segmented by the shipped model (or `--model`) without a diameter, with each image's own
 estimate ("auto": `Segmenter.segment_with_detection` image by image), with the engine's
 `diameter="auto"` over the set ("set": `segment_many`, one diameter for all, the median of
-the first images' estimates), and with the true median diameter of the rescaled cells given by hand.
-Reported: cytoplasm and nucleus mAP, and the median ratio of the estimated to the true
-diameter.
+up to 16 images' estimates, spread over the set), and with the true median diameter of the
+rescaled cells given by hand. Reported: cytoplasm and nucleus mAP, and the median ratio of
+the estimated to the true diameter.
 """
 
 from __future__ import annotations

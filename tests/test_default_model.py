@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -246,3 +247,24 @@ def test_heatmaps_and_attention_map_show_the_cells_found(model, train_image, tmp
     away = ~ndimage.binary_dilation(cover > 0, iterations=8)
     assert away.sum() > 50_000 and attention[away].max() < 0.51
     assert attention[shared].mean() > attention[one].mean() > 0.9 and cover.flat[attention.argmax()] >= 1
+
+
+def test_a_set_diameter_is_estimated_on_images_spread_from_the_first_to_the_last(model, tmp_path, monkeypatch):
+    """A folder lists its images by name, which often groups them by slide or magnification:
+    its first images alone could all be of one kind."""
+    monkeypatch.setattr("donet.inference.diameter.AUTO_SAMPLE", 3)
+    sampled = []
+
+    def recording(self, images, progress=None):
+        sampled.append([int(np.asarray(Image.open(i) if isinstance(i, Path) else i)[0, 0]) for i in images])
+        return None
+
+    monkeypatch.setattr(donet.Segmenter, "estimate_diameter", recording)
+    images = [np.full((24, 24), k, np.uint8) for k in range(7)]
+    segmenter = donet.Segmenter(model, device="cpu", diameter="auto")
+    assert len(list(segmenter.segment_many(images))) == 7
+    paths = [tmp_path / f"field{k}.png" for k in range(7)]
+    for path, image in zip(paths, images):
+        Image.fromarray(image).save(path)
+    segment_files(segmenter, paths, tmp_path / "predicted", Exports())
+    assert sampled == [[0, 3, 6], [0, 3, 6]]

@@ -39,7 +39,7 @@ from ..io.names import unique_names
 from ..io.parquet import open_table, table_row
 from ..io.polygons import geojson_geometry
 from ..io.slides import OPENSLIDE_SUFFIXES, is_slide
-from .diameter import AUTO_SAMPLE
+from .diameter import spread_sample
 from .paste import probability_maps
 from .segmenter import Segmenter
 from .slides import SlideRun, level0
@@ -216,9 +216,9 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     mine = [i for i in range(len(paths)) if i not in slides and i % processes.world == processes.rank]
     found, sizes, files, measured = {}, {}, {}, {}
     diameter = None
-    if settings.diameter == "auto":  # one for all the images, found by all processes on the first ones
+    if settings.diameter == "auto":  # one for all the images, found by all processes on a sample of them
         images = [path for i, path in enumerate(paths) if i not in slides]
-        diameter = segmenter.estimate_diameter(images[:AUTO_SAMPLE], on_estimate)
+        diameter = segmenter.estimate_diameter([images[i] for i in spread_sample(len(images))], on_estimate)
     segmented = segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine], diameter)
     for index, done in zip(mine, segmented):
         report = reports[index]

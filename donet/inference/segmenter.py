@@ -37,6 +37,7 @@ from .diameter import (
     AUTO_SETTLED,
     estimate_scale,
     settings_scale,
+    spread_sample,
     typical_diameter,
     within,
 )
@@ -244,9 +245,9 @@ class Segmenter:
         images that are one tile of the same size are detected `batch_size` at a time (see
         `detect`).
         With `diameter="auto"` in the settings all images are segmented at one diameter:
-        `estimate_diameter` of the first images, made on this call (under torchrun every process
-        must call, images or not), or the `diameter` the caller estimated (None: no cell was
-        confident enough, so the settings' scale)."""
+        `estimate_diameter` of images spread over a sequence (an iterator's first images), made
+        on this call (under torchrun every process must call, images or not), or the `diameter`
+        the caller estimated (None: no cell was confident enough, so the settings' scale)."""
         inputs = [inputs] if isinstance(inputs, (str, Path)) else inputs
         scale = self.scale
         if self.settings.diameter != "auto":
@@ -254,7 +255,7 @@ class Segmenter:
         else:
             if diameter == "estimate":
                 if isinstance(inputs, Sequence):
-                    sample = [inputs[i] for i in range(min(len(inputs), AUTO_SAMPLE))]
+                    sample = [inputs[i] for i in spread_sample(len(inputs))]
                 else:  # an iterator: its first items are kept to be segmented after the estimate
                     rest = iter(inputs)
                     sample = list(islice(rest, AUTO_SAMPLE))

@@ -14,7 +14,7 @@ import numpy as np
 from ..data.instances import CellClass
 from ..data.tissue import TissueMap
 from ..io.slides import Slide, open_slide
-from .diameter import AUTO_PASSES, AUTO_SAMPLE, AUTO_SETTLED, estimate_scale, within
+from .diameter import AUTO_PASSES, AUTO_SETTLED, estimate_scale, spread_sample, within
 from .tiling import Found, Grid, segment_tiled
 
 # Skipping more of a slide than this as glass is more likely a misreading than an empty slide.
@@ -128,8 +128,7 @@ class SlideRun:
         grid = Grid(height, width, tile, overlap)
         corners = [(y, x) for y in grid.rows for x in grid.cols if self.tissue is None or
                    self.tissue.touches(y, x, min(tile, height), min(tile, width), level.downsample)]
-        spread = np.unique(np.linspace(0, len(corners) - 1, min(len(corners), AUTO_SAMPLE)).round().astype(int))
-        tiles = _Tiles(level, [corners[i] for i in spread], tile)
+        tiles = _Tiles(level, [corners[i] for i in spread_sample(len(corners))], tile)
         return self.segmenter.estimate_diameter(tiles, self.estimating), len(tiles)
 
     def report(self) -> dict:
