@@ -443,6 +443,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
     "diameter_auto_test90_v2": lambda: diameter_auto("diameter_auto_test90_v2"),
     "diameter_auto_test90_v3": lambda: diameter_auto("diameter_auto_test90_v3"),
+    "diameter_auto_test90_spread": lambda: diameter_auto("diameter_auto_test90_spread"),
     "diameter_auto_split_band": lambda: diameter_auto("diameter_auto_split_band"),
     "diameter_auto_split_shrunk": lambda: diameter_auto("diameter_auto_split_shrunk"),
     "diameter_auto_split_settled": lambda: diameter_auto("diameter_auto_split_settled"),
