@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -28,6 +30,7 @@ class Processes:
 
     def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0):
         self.rank, self.world, self.local_rank = rank, world, local_rank
+        self.peers: list[tuple[str, int]] = []  # each process's (machine, pid): a lost one is named
 
     @classmethod
     def from_environment(cls, device: str = "auto") -> Processes:
@@ -42,6 +45,7 @@ class Processes:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if cuda else "gloo")
         processes = cls(dist.get_rank(), dist.get_world_size(), local_rank)
+        processes.peers = processes.all_gather((socket.gethostname(), os.getpid()))
         # torchrun stops the survivors of a failed process with SIGTERM: stop as after any
         # error, so that temporary outputs are removed on the way out.
         signal.signal(signal.SIGTERM, processes._stopped)
@@ -49,7 +53,7 @@ class Processes:
 
     def _stopped(self, *_) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the clean-up finish
-        raise ProcessLost(None, f"process {self.rank} of {self.world} was stopped by torchrun: another process failed")
+        raise ProcessLost(None, f"{self._lost()}: process {self.rank} was stopped by torchrun")
 
     def _collective(self, call: Callable, *args) -> None:
         """`call(*args)`; a process that is gone (its connection closed) is one clear error."""
@@ -58,7 +62,21 @@ class Processes:
         except RuntimeError as exc:  # gloo and NCCL report a lost peer so
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's stop must not cut the clean-up short
             reason = str(exc).strip().splitlines()[0][:200]
-            raise ProcessLost(None, f"process {self.rank} of {self.world} lost the others ({reason})") from None
+            raise ProcessLost(None, f"{self._lost()}: process {self.rank} lost it ({reason})") from None
+
+    def _lost(self, wait: float = 2.0) -> str:
+        """Which process ended, as far as this one can see: those on its machine whose pid is
+        gone, waited for a little (a lost connection can come just before its process ends)."""
+        host, deadline = socket.gethostname(), time.monotonic() + wait
+        while True:
+            ended = [rank for rank, (machine, pid) in enumerate(self.peers)
+                     if rank != self.rank and machine == host and not _running(pid)]
+            if ended or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if not ended:
+            return f"another process of {self.world} ended"
+        return f"process{'es' if len(ended) > 1 else ''} {', '.join(map(str, ended))} of {self.world} ended"
 
     @property
     def main(self) -> bool:
@@ -121,3 +139,18 @@ class Processes:
                 # Process 0 may be the one that is gone: whoever is left removes its folder.
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` (on this machine) still runs: not gone, and not a zombie that
+    its parent, torchrun's agent, has yet to wait for."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: the state follows the parenthesised name in /proc/PID/stat
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
