@@ -347,8 +347,9 @@ def predict_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = DEFAULTS.device,
     diameter: Annotated[Optional[str], typer.Option(
         help="Typical cell diameter in your images, pixels: images are rescaled so cells match the model's "
-             "training size (as in Cellpose); 'auto' estimates it from a first pass over the first "
-             "images and uses it for all (a slide: over its tissue tiles). Default: as the training images.")] = None,
+             "training size (as in Cellpose); 'auto' estimates it from a first pass over up to 16 "
+             "images spread over them and uses it for all (a slide: over its tissue tiles). "
+             "Default: as the training images.")] = None,
     score_threshold: Annotated[float, typer.Option(help="Keep detections scoring at least this.")] = \
         DEFAULTS.score_threshold,
     mask_threshold: Annotated[float, typer.Option(help="RoI mask probability a cell's pixel needs.")] = \

@@ -30,7 +30,7 @@ class Processes:
 
     def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0):
         self.rank, self.world, self.local_rank = rank, world, local_rank
-        self.peers: list[tuple[str, int]] = []  # each process's (machine, pid): a lost one is named
+        self.peers: list[tuple[str, int]] = []  # each process's (machine, pid): one that ended is named
 
     @classmethod
     def from_environment(cls, device: str = "auto") -> Processes:
@@ -45,7 +45,7 @@ class Processes:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if cuda else "gloo")
         processes = cls(dist.get_rank(), dist.get_world_size(), local_rank)
-        processes.peers = processes.all_gather((socket.gethostname(), os.getpid()))
+        processes.peers = processes.all_gather((_machine(), os.getpid()))
         # torchrun stops the survivors of a failed process with SIGTERM: stop as after any
         # error, so that temporary outputs are removed on the way out.
         signal.signal(signal.SIGTERM, processes._stopped)
@@ -53,7 +53,11 @@ class Processes:
 
     def _stopped(self, *_) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the clean-up finish
-        raise ProcessLost(None, f"{self._lost()}: process {self.rank} was stopped by torchrun")
+        # torchrun stops the others once it has waited for the process that ended: no wait here.
+        ended = self._ended(wait=0)
+        if ended:
+            raise ProcessLost(None, f"{self._named(ended)}: process {self.rank} was stopped by torchrun")
+        raise ProcessLost(None, f"process {self.rank} of {self.world} was stopped by torchrun: another process failed")
 
     def _collective(self, call: Callable, *args) -> None:
         """`call(*args)`; a process that is gone (its connection closed) is one clear error."""
@@ -62,21 +66,26 @@ class Processes:
         except RuntimeError as exc:  # gloo and NCCL report a lost peer so
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's stop must not cut the clean-up short
             reason = str(exc).strip().splitlines()[0][:200]
-            raise ProcessLost(None, f"{self._lost()}: process {self.rank} lost it ({reason})") from None
+            # A connection can close just before its process ends: wait for it a little.
+            ended = self._ended(wait=2.0)
+            if ended:
+                raise ProcessLost(None, f"{self._named(ended)}: process {self.rank} lost its connection ({reason})") \
+                    from None
+            raise ProcessLost(None, f"process {self.rank} of {self.world} lost the others ({reason})") from None
 
-    def _lost(self, wait: float = 2.0) -> str:
-        """Which process ended, as far as this one can see: those on its machine whose pid is
-        gone, waited for a little (a lost connection can come just before its process ends)."""
-        host, deadline = socket.gethostname(), time.monotonic() + wait
+    def _ended(self, wait: float) -> list[int]:
+        """The other processes on this machine that have ended, looked for up to `wait` seconds
+        (a process on another machine cannot be seen)."""
+        machine, deadline = _machine(), time.monotonic() + wait
         while True:
-            ended = [rank for rank, (machine, pid) in enumerate(self.peers)
-                     if rank != self.rank and machine == host and not _running(pid)]
-            if ended or time.monotonic() > deadline:
-                break
+            ended = [rank for rank, (where, pid) in enumerate(self.peers)
+                     if rank != self.rank and where == machine and not _running(pid)]
+            if ended or time.monotonic() >= deadline:
+                return ended
             time.sleep(0.1)
-        if not ended:
-            return f"another process of {self.world} ended"
-        return f"process{'es' if len(ended) > 1 else ''} {', '.join(map(str, ended))} of {self.world} ended"
+
+    def _named(self, ranks: list[int]) -> str:
+        return f"process{'es' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))} of {self.world} ended"
 
     @property
     def main(self) -> bool:
@@ -139,6 +148,11 @@ class Processes:
                 # Process 0 may be the one that is gone: whoever is left removes its folder.
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
+
+
+def _machine() -> str:
+    """This process's machine: host name and torchrun's node rank (host names can repeat)."""
+    return f"{socket.gethostname()}/{os.environ.get('GROUP_RANK', '0')}"
 
 
 def _running(pid: int) -> bool:

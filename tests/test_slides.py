@@ -2,10 +2,10 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,7 +20,7 @@ from donet.data import CellClass
 from donet.data.instances import AnnotatedImage, Instance, encode_mask
 from donet.data.measurements import measure
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid
-from donet.distributed import Processes
+from donet.distributed import Processes, _machine, _running
 from donet.inference import InferenceSettings, Segmenter
 from donet.inference.files import write_slide
 from donet.io import open_dataset
@@ -203,21 +203,30 @@ def test_a_process_killed_mid_slide_stops_the_others_with_one_line(model, tmp_pa
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
+def _zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a zombie is told apart in /proc")
 def test_the_process_that_ended_is_named_even_before_torchrun_waits_for_it():
     """Killed, a worker stays a zombie until torchrun's agent waits for it: it has ended all
     the same. A process on another machine cannot be seen, so it is not named."""
-    host = socket.gethostname()
+    here = _machine()
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         killed.kill()
-        time.sleep(0.5)  # not waited for: a zombie
+        deadline = time.monotonic() + 10
+        while not _zombie(killed.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         processes = Processes(0, 4)
-        processes.peers = [(host, os.getpid()), (host, running.pid), (host, killed.pid), ("elsewhere", killed.pid)]
-        assert processes._lost(wait=0) == "process 2 of 4 ended"
-        processes.peers = [(host, os.getpid()), (host, running.pid), ("elsewhere", killed.pid)]
-        assert processes._lost(wait=0.3) == "another process of 4 ended"
+        processes.peers = [(here, os.getpid()), (here, running.pid), (here, killed.pid), ("elsewhere/1", killed.pid)]
+        assert processes._ended(wait=0) == [2]
+        processes.peers = [(here, os.getpid()), (here, running.pid), ("elsewhere/1", killed.pid)]
+        assert processes._ended(wait=0.3) == []
+        assert _running(running.pid) and not _running(killed.pid)
+        killed.wait()  # waited for: gone
+        assert not _running(killed.pid)
     finally:
         running.kill()
         running.wait()

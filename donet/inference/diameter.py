@@ -25,10 +25,9 @@ AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
 AUTO_RANGE = (0.25, 4.0)  # an estimate asking to rescale beyond this is a misreading (debris, merged cells)
 # Many images share one diameter, the median of the own estimates of up to AUTO_SAMPLE images
 # spread over the set (see `spread_sample`), so that a few misread images do not each go to
-# their own scale. On the train45 split rescaled
-# 0.5-2.0x (benchmarks/diameter_auto.py), one for the set against one per image: with the v2
-# recipe -2.0 at 0.5x, +3.0 at 0.7x and within 0.3 at 1.4x and 2.0x cytoplasm mAP; trained
-# with a mask margin, +0.4 to +3.4 at all four.
+# their own scale. On the train45 split rescaled 0.5-2.0x (benchmarks/diameter_auto.py), one
+# for the set against one per image: with the v2 recipe -2.0 at 0.5x, +3.0 at 0.7x and within
+# 0.3 at 1.4x and 2.0x cytoplasm mAP; trained with a mask margin, +0.4 to +3.4 at all four.
 AUTO_SAMPLE = 16
 
 
@@ -62,8 +61,8 @@ def typical_diameter(result: AnnotatedImage) -> float | None:
 
 def spread_sample(count: int) -> list[int]:
     """Indices of up to AUTO_SAMPLE of `count` items, evenly spread from the first to the last:
-    a folder lists its images by name, and names group images by slide, patient or
-    magnification, so its first images can all be of one kind."""
+    ordered inputs can hold one kind at their start (a folder's images sorted by name, grouped
+    by slide or patient; a slide's tiles row by row)."""
     return np.unique(np.linspace(0, count - 1, min(count, AUTO_SAMPLE)).round().astype(int)).tolist()
 
 
