@@ -61,7 +61,9 @@ def coco_file(tmp_path, annotations, categories=({"id": 7, "name": "Cyto"}, {"id
 
 
 def test_polygons_uncompressed_rle_category_mapping_and_overlap(tmp_path):
-    square = [[2, 2, 12, 2, 12, 12, 2, 12]]
+    wide = [[2, 2, 20, 2, 20, 8, 2, 8]]  # x across, y down: a swap would make it tall
+    # Two parts make one object; a part of fewer than 3 points is dropped.
+    two_parts = [[22, 2, 27, 2, 27, 6, 22, 6], [0, 0, 1, 1], [22, 12, 27, 12, 27, 16, 22, 16]]
     mask = np.zeros((20, 30), np.uint8, order="F")
     mask[5:15, 8:20] = 1
     counts, previous, run = [], 0, 0
@@ -72,15 +74,21 @@ def test_polygons_uncompressed_rle_category_mapping_and_overlap(tmp_path):
         run += 1
     counts.append(run)
     path = coco_file(tmp_path, [
-        {"id": 10, "image_id": 1, "category_id": 7, "segmentation": square},
+        {"id": 10, "image_id": 1, "category_id": 7, "segmentation": wide},
         {"id": 11, "image_id": 1, "category_id": 7, "segmentation": {"size": [20, 30], "counts": counts}},
         {"id": 12, "image_id": 1, "category_id": 9, "segmentation": [[9, 9, 11, 9, 11, 11, 9, 11]], "parent_id": 11},
+        {"id": 13, "image_id": 1, "category_id": 7, "segmentation": two_parts},
     ])
     sample = read_coco(path, category_map={"Cyto": "cytoplasm", "nuc": CellClass.NUCLEUS})[0]
     cells = sample.masks(CellClass.CYTOPLASM)
     assert np.array_equal(cells[1], mask.astype(bool))
     assert (cells[0] & cells[1]).any()  # overlapping cells stay two objects
-    assert sample.nuclei[0].parent == 2
+    rows, cols = np.nonzero(cells[0])
+    assert rows.min() >= 2 and rows.max() <= 8 and cols.min() >= 2 and cols.max() >= 19
+    assert cells[2][3:5, 23:26].all() and cells[2][13:15, 23:26].all() and not cells[2][8:11].any()
+    assert not cells[2][:, :21].any()
+    nucleus = sample.masks(CellClass.NUCLEUS)[0]
+    assert nucleus[10, 10] and nucleus.sum() <= 9 and sample.nuclei[0].parent == 2
 
 
 @pytest.mark.parametrize("annotations, categories, problem", [

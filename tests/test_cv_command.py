@@ -7,6 +7,7 @@ import math
 import re
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from donet import cross_validation
@@ -61,3 +62,13 @@ def test_cv_keeps_a_finished_fold_trains_the_other_and_reports_mean_and_spread(t
     fn_o = [fold["classes"]["cytoplasm"]["isbi"]["fn_o"] for fold in (perfect, fold_1)]
     assert not any(math.isnan(v) for v in fn_o)
     assert re.search(rf"ISBI FN_o\s*│\s*{np.mean(fn_o):.2f} ± {np.std(fn_o):.2f}", done.output)
+
+
+def test_the_summary_is_the_mean_and_spread_of_the_folds_a_fold_without_a_value_left_out():
+    folds = [{"classes": {"cytoplasm": {"ap": value, "ar": 0.5}}} for value in (0.2, 0.6, math.nan, 1.0)]
+    summary = cross_validation.summarize(folds)
+    population_std = math.sqrt(0.32 / 3)
+    assert summary["cytoplasm"]["ap"] == {"mean": pytest.approx(0.6), "std": pytest.approx(population_std)}
+    assert summary["cytoplasm"]["ar"] == {"mean": 0.5, "std": 0.0}
+    none = cross_validation.summarize([{"classes": {"nucleus": {"ap": math.nan}}}] * 2)["nucleus"]["ap"]
+    assert math.isnan(none["mean"]) and math.isnan(none["std"])

@@ -139,6 +139,17 @@ def test_widget_segments_an_image_layer(qtbot, isbi):
     assert abs(len(set(cells.properties["id"])) - len(real.cells)) <= 1
     assert len(viewer.layers["field nuclei"].data) >= len(real.cells) - 1
     assert {"field intersection", "field complement", "field attention"} <= {layer.name for layer in viewer.layers}
+    inside = np.any([cell.mask for cell in real.cells], axis=0)
+    for name in ("intersection", "complement", "attention"):
+        layer = viewer.layers[f"field {name}"]
+        rows, cols = layer.data.shape[-2:]
+        # Each map covers the image, and its mass lies on the cells.
+        assert np.allclose(np.array([rows, cols]) * np.asarray(layer.scale[-2:]), real.size, atol=1)
+        on = inside[np.ix_((np.arange(rows) * layer.scale[-2]).astype(int),
+                           (np.arange(cols) * layer.scale[-1]).astype(int))]
+        floor = 0.5 if name == "attention" else 0.0  # MRP's attention is 0.5 on background
+        above = layer.data - floor
+        assert above.min() >= 0 and above[on].mean() > 3 * above[~on].mean(), name
     assert widget.status.value.startswith("field:")
 
 

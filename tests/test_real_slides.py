@@ -29,9 +29,31 @@ def test_real_slides_open_with_their_size_and_pixel_size(real_slides, name, size
         assert slide.mpp == (pytest.approx(mpp, abs=1e-3) if mpp else None)
         region = slide.levels[-1][:8, :8]
         assert region.shape[:2] == (8, 8) and region.dtype in (np.uint8, np.uint16)
+        # Level 0's pixels are what another library reads there (not zeros, BGR or another level).
+        height, width = slide.levels[0].shape[:2]
+        y, x = height // 2, width // 2
+        side = min(64, height - y, width - x)
+        ours = np.asarray(slide.levels[0][y:y + side, x:x + side])
+        theirs = read_elsewhere(path, y, x, side)
+        assert ours.shape == theirs.shape and np.abs(ours.astype(int) - theirs.astype(int)).max() <= 2
     if name == "boxes.tiff":
         with open_slide(path, reader="openslide") as slide:
             assert slide.mpp is None  # OpenSlide says ~352.8 um: 72 dpi
+
+
+def read_elsewhere(path, y, x, side):
+    """Level 0's pixels at (y, x) as OpenSlide reads them (tifffile for an OME-TIFF)."""
+    if path.name.endswith(".ome.tiff"):
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            level = series.levels[0].asarray()
+            for axis in "CS":  # channels or samples last, as an image's
+                if axis in series.axes:
+                    level = np.moveaxis(level, series.axes.index(axis), -1)
+        return level[y:y + side, x:x + side]
+    openslide = pytest.importorskip("openslide")
+    with openslide.OpenSlide(str(path)) as other:
+        return np.asarray(other.read_region((x, y), 0, (side, side)).convert("RGB"))
 
 
 def test_print_and_screen_resolutions_are_no_pixel_size():
