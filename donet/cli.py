@@ -35,7 +35,7 @@ from .evaluation import (
     table_rows,
 )
 from .evaluation.measurement_accuracy import MEASUREMENT_COLUMNS, measurement_rows
-from .inference.settings import GPU_BATCH_SIZE, InferenceSettings
+from .inference.settings import GPU_BATCH_SIZE, Exports, InferenceSettings
 from .io import DataFormat, open_dataset, write_dataset
 from .io.coco import read_predictions, relative_files, write_predictions
 
@@ -58,7 +58,7 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_versio
 data_app = typer.Typer(help="Inspect annotated datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
-DEFAULTS = InferenceSettings()  # option defaults are the settings' own
+DEFAULTS, EXPORTS = InferenceSettings(), Exports()  # option defaults are the settings' own
 
 FormatOption = Annotated[Optional[DataFormat], typer.Option("--format", help="Dataset layout (default: detected).")]
 ImagesOption = Annotated[Optional[Path], typer.Option(
@@ -347,8 +347,8 @@ def predict_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = DEFAULTS.device,
     diameter: Annotated[Optional[str], typer.Option(
         help="Typical cell diameter in your images, pixels: images are rescaled so cells match the model's "
-             "training size (as in Cellpose); 'auto' estimates it from a first pass over up to 16 "
-             "images spread over them and uses it for all (a slide: over its tissue tiles). "
+             "training size (as in Cellpose); 'auto' estimates it from a first pass over a sample of "
+             "the images spread over them and uses it for all (a slide: over its tissue tiles). "
              "Default: as the training images.")] = None,
     score_threshold: Annotated[float, typer.Option(help="Keep detections scoring at least this.")] = \
         DEFAULTS.score_threshold,
@@ -365,15 +365,18 @@ def predict_command(
     precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast, CUDA only).")] = DEFAULTS.precision,
     workers: Annotated[int, typer.Option(help="Threads reading the next images while the model runs.")] = \
         DEFAULTS.workers,
-    coco: Annotated[bool, typer.Option(help="predictions.json: COCO, RLE masks, scores.")] = True,
-    geojson: Annotated[bool, typer.Option(help="QuPath GeoJSON per image (cells with nucleusGeometry).")] = False,
-    imagej: Annotated[bool, typer.Option(help="ImageJ/Fiji ROI zip per image.")] = False,
-    labels: Annotated[bool, typer.Option(help="Per-class label stacks (one plane per overlap layer), TIFF.")] = False,
-    overlay: Annotated[bool, typer.Option(help="Outline overlay PNG per image.")] = False,
-    heatmaps: Annotated[bool, typer.Option(help="Fig. 6 heatmaps and the Fig. 3 attention map (untiled images).")] = False,
+    coco: Annotated[bool, typer.Option(help="predictions.json: COCO, RLE masks, scores.")] = EXPORTS.coco,
+    geojson: Annotated[bool, typer.Option(help="QuPath GeoJSON per image (cells with nucleusGeometry).")] = \
+        EXPORTS.geojson,
+    imagej: Annotated[bool, typer.Option(help="ImageJ/Fiji ROI zip per image.")] = EXPORTS.imagej,
+    labels: Annotated[bool, typer.Option(help="Per-class label stacks (one plane per overlap layer), TIFF.")] = \
+        EXPORTS.labels,
+    overlay: Annotated[bool, typer.Option(help="Outline overlay PNG per image.")] = EXPORTS.overlay,
+    heatmaps: Annotated[bool, typer.Option(help="Fig. 6 heatmaps and the Fig. 3 attention map (untiled images).")] = \
+        EXPORTS.heatmaps,
     measure: Annotated[bool, typer.Option(
         help="measurements.csv (a row per cell: area, perimeter, N/C ratio, overlap...; whole cells, overlaps kept) "
-             "and measurements_summary.csv; the values also go into the GeoJSON.")] = False,
+             "and measurements_summary.csv; the values also go into the GeoJSON.")] = EXPORTS.measure,
     mpp: Annotated[Optional[float], typer.Option(
         help="Microns per pixel where the file does not record it: whole slides pick their level by it, and "
              "--measure adds lengths and areas in microns.")] = None,
@@ -397,7 +400,7 @@ def predict_command(
                                     batch_size=batch_size, precision=precision, workers=workers, focus=focus,
                                     channel=channel)
     from .distributed import Processes
-    from .inference import Exports, InputReport, Segmenter, expand_inputs, segment_files
+    from .inference import InputReport, Segmenter, expand_inputs, segment_files
     from .modeling.weights import load_model
 
     paths = expand_inputs(inputs)

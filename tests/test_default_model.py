@@ -24,7 +24,8 @@ from donet.data.stats import median_diameter
 from donet.distributed import Processes
 from donet.errors import DonetError
 from donet.inference.diameter import AUTO_PASSES, AUTO_SETTLED
-from donet.inference.files import Exports, segment_files, write_exports
+from donet.inference import Exports
+from donet.inference.files import segment_files, write_exports
 from donet.io import open_dataset, write_dataset
 from donet.modeling.weights import DEFAULT_MODEL
 

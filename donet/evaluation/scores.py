@@ -79,11 +79,11 @@ def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Ins
     }
 
 
-def evaluate_model(model, truth: Sequence[AnnotatedImage], device: str = "auto",
+def evaluate_model(model, truth: Sequence[AnnotatedImage], device: str | None = None,
                    progress: Callable[[], None] | None = None, **thresholds) -> dict:
     """`evaluate` of what `model` (a `DoNet`) finds in `truth`'s images: every detection, as
-    AP ranks them and the protocols apply their own score thresholds. `progress()` is
-    called after each image."""
+    AP ranks them and the protocols apply their own score thresholds, on `device` (None: the
+    inference settings' default). `progress()` is called after each image."""
     # Imported here: inference needs torch, which scoring saved predictions does without.
     from ..inference import Segmenter
 

@@ -1,21 +1,21 @@
 """Inference: a `Segmenter` runs a model under `InferenceSettings` on images, datasets, files
 and whole slides (`files.segment_files` writes an output folder and reports each input).
 
-`InferenceSettings` is torch-free, so the command line reads its defaults without loading
-torch; the rest is imported on first use.
+`InferenceSettings` and `Exports` are torch-free, so the command line reads their defaults
+without loading torch; the rest is imported on first use.
 """
 
 import importlib
 
-from .settings import InferenceSettings
+from .settings import Exports, InferenceSettings
 
 _LAZY = {
     "Segmenter": "segmenter", "Segmented": "segmenter", "segment": "segmenter", "probability_maps": "paste",
-    "Exports": "files", "InputReport": "files", "Report": "files", "expand_inputs": "files",
+    "InputReport": "files", "Report": "files", "expand_inputs": "files",
     "segment_files": "files", "SlideRun": "slides",
 }
 
-__all__ = ["InferenceSettings", *sorted(_LAZY)]
+__all__ = ["Exports", "InferenceSettings", *sorted(_LAZY)]
 
 
 def __getattr__(name: str):

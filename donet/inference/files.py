@@ -42,22 +42,10 @@ from ..io.slides import OPENSLIDE_SUFFIXES, is_slide
 from .diameter import spread_sample
 from .paste import probability_maps
 from .segmenter import Segmenter
+from .settings import Exports
 from .slides import SlideRun, level0
 
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".svs", *OPENSLIDE_SUFFIXES)
-
-
-@dataclass(frozen=True)
-class Exports:
-    coco: bool = True
-    geojson: bool = False
-    imagej: bool = False
-    labels: bool = False
-    overlay: bool = False
-    heatmaps: bool = False  # Fig. 6 heatmaps and, for MRP models, the Fig. 3 attention map
-    # Per-cell measurements (area, N/C ratio, overlap...): measurements.csv, a summary per
-    # image, and the values in the GeoJSON.
-    measure: bool = False
 
 
 @dataclass

@@ -3,6 +3,7 @@ command line reads its defaults without loading a model)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -47,8 +48,8 @@ class InferenceSettings(BaseModel):
     workers: int = Field(1, ge=0)  # threads reading the next images while the model runs (0: none)
     # Files with focal planes, time points or channels (OME-TIFF, ImageJ stacks): the middle
     # plane or an extended-depth-of-field fusion of all; RGB where present, else this channel.
-    focus: Focus = "middle"
-    channel: int | None = Field(None, ge=0)
+    focus: Focus = Planes.focus
+    channel: int | None = Field(Planes.channel, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> InferenceSettings:
@@ -81,3 +82,18 @@ class InferenceSettings(BaseModel):
             error = exc.errors()[0]
             where = ".".join(map(str, error["loc"]))
             raise DonetError(None, f"bad setting{' ' + where if where else ''}: {error['msg']}") from None
+
+
+@dataclass(frozen=True)
+class Exports:
+    """What `donet predict` writes for each image, beside settings.json."""
+
+    coco: bool = True
+    geojson: bool = False
+    imagej: bool = False
+    labels: bool = False
+    overlay: bool = False
+    heatmaps: bool = False  # Fig. 6 heatmaps and, for MRP models, the Fig. 3 attention map
+    # Per-cell measurements (area, N/C ratio, overlap...): measurements.csv, a summary per
+    # image, and the values in the GeoJSON.
+    measure: bool = False

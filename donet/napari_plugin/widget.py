@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import get_args
 
 import napari
 import numpy as np
@@ -48,7 +49,8 @@ class SegmentWidget(Container):
         self.image = ComboBox(label="image", choices=self._image_layers)
         self.model_file = FileEdit(label="model", mode="r", filter="*.safetensors",
                                    tooltip="A checkpoint from `donet train`; empty: the model that ships with donet")
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value=DEFAULTS.device)
+        devices = get_args(InferenceSettings.model_fields["device"].annotation)
+        self.device = ComboBox(label="device", choices=list(devices), value=DEFAULTS.device)
         self.score = FloatSpinBox(label="score threshold", min=0.0, max=1.0, step=0.05,
                                   value=DEFAULTS.score_threshold)
         self.diameter = FloatSpinBox(label="cell diameter (px)", min=0.0, max=5000.0, step=5.0, value=0.0,
