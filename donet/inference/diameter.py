@@ -53,6 +53,14 @@ def estimate_scale(config: ModelConfig, estimate: float) -> float:
     return float(np.clip(trained_diameter(config) / estimate, *AUTO_RANGE))
 
 
+def chosen_scale(config: ModelConfig, estimate: float | None, scale: float) -> float:
+    """The scale to segment at: the one `estimate` asks for where it differs from `scale` by
+    more than AUTO_TOLERANCE, else `scale` (also without an estimate)."""
+    if estimate is None or within(estimate_scale(config, estimate), scale):
+        return scale
+    return estimate_scale(config, estimate)
+
+
 def typical_diameter(result: AnnotatedImage) -> float | None:
     """Median equivalent-circle diameter of the confident cells, or None without any."""
     diameters = [equivalent_diameter(cell.area) for cell in result.cells if cell.score >= AUTO_SCORE]

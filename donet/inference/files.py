@@ -39,7 +39,6 @@ from ..io.names import unique_names
 from ..io.parquet import open_table, table_row
 from ..io.polygons import geojson_geometry
 from ..io.slides import OPENSLIDE_SUFFIXES, is_slide
-from .diameter import spread_sample
 from .paste import probability_maps
 from .segmenter import Segmenter
 from .settings import Exports
@@ -203,11 +202,9 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     # Ordinary images are dealt round-robin over the processes; every process runs every slide.
     mine = [i for i in range(len(paths)) if i not in slides and i % processes.world == processes.rank]
     found, sizes, files, measured = {}, {}, {}, {}
-    diameter = None
-    if settings.diameter == "auto":  # one for all the images, found by all processes on a sample of them
-        images = [path for i, path in enumerate(paths) if i not in slides]
-        diameter = segmenter.estimate_diameter([images[i] for i in spread_sample(len(images))], on_estimate)
-    segmented = segmenter.segment_many([paths[i] for i in mine], [names[i] for i in mine], diameter)
+    # With --diameter auto one diameter for all the images, found by all processes on a sample of them.
+    settled = segmenter.settled_on([path for i, path in enumerate(paths) if i not in slides], on_estimate)
+    segmented = settled.segment_many([paths[i] for i in mine], [names[i] for i in mine])
     for index, done in zip(mine, segmented):
         report = reports[index]
         report.seconds, report.problem, report.diameter = round(done.seconds, 3), done.problem, done.diameter
@@ -253,7 +250,7 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     if processes.main and len(report.failures) < len(reports):
         recorded = settings.model_dump(mode="json")
         if settings.diameter == "auto":
-            recorded["estimated_diameter"] = diameter
+            recorded["estimated_diameter"] = settled.set_diameter
         write_text_atomic(folder / "settings.json", json.dumps(recorded, indent=2))
         report.outputs.append("settings.json")
         if exports.coco and found:

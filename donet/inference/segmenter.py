@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from functools import cache
 from itertools import chain, islice
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ from .diameter import (
     AUTO_PASSES,
     AUTO_SAMPLE,
     AUTO_SETTLED,
+    chosen_scale,
     estimate_scale,
     settings_scale,
     spread_sample,
@@ -98,6 +98,9 @@ class Segmenter:
         if self.settings.precision != "fp32" and self.device.type != "cuda":
             raise DonetError(None, f"--precision {self.settings.precision} needs a CUDA device")
         self.scale = settings_scale(model.config, self.settings.diameter)
+        # With diameter="auto", the typical cell diameter `settled_on` a set of images found:
+        # such a segmenter runs every image at the scale it chose (see `segment_many`).
+        self.settled, self.set_diameter = self.settings.diameter != "auto", None
         self.model = model.eval().to(self.device)
         self.network = _for_inference(self.model) if self.device.type == "cpu" else self.model
 
@@ -182,9 +185,9 @@ class Segmenter:
 
     def _segment(self, image, name, progress=None):
         """The result, the raw detection of a one-tile image, and the diameter estimate."""
-        if self.settings.diameter == "auto":
+        if not self.settled:
             return self._at_its_cells_scale(image, name, progress)
-        return *self._segment_at(image, name, self.scale, progress), None
+        return *self._segment_at(image, name, self.scale, progress), self.set_diameter
 
     def _at_its_cells_scale(self, image, name, progress=None):
         """The image segmented from the settings' scale on, each pass at the scale the last one's
@@ -204,9 +207,22 @@ class Segmenter:
             if found is None:
                 break  # nothing confident at that scale: keep the last pass
             scale, result, detection, estimate = wanted, again, again_detection, found
-        if estimate is not None and within(estimate_scale(self.model.config, estimate), self.scale):
+        if chosen_scale(self.model.config, estimate, self.scale) == self.scale:
             result, detection = first
         return result, detection, estimate
+
+    def settled_on(self, images: Sequence[Input], progress: Callable[[int, int], None] | None = None) -> Segmenter:
+        """With `diameter="auto"`, this segmenter at one diameter for a set of images at one
+        magnification: `estimate_diameter` of up to AUTO_SAMPLE of them spread over the set
+        (under torchrun every process must call, with the same images), at the scale it asks
+        for where that is beyond the tolerance of the settings'. Otherwise itself."""
+        if self.settled:
+            return self
+        settled = copy.copy(self)  # the same model and network
+        settled.set_diameter = self.estimate_diameter([images[i] for i in spread_sample(len(images))], progress)
+        settled.scale = chosen_scale(self.model.config, settled.set_diameter, self.scale)
+        settled.settled = True
+        return settled
 
     def estimate_diameter(self, images: Sequence[Input],
                           progress: Callable[[int, int], None] | None = None) -> float | None:
@@ -237,56 +253,49 @@ class Segmenter:
         result = AnnotatedImage(name, image, instances(found, image.shape[:2]))
         return result, first[0] if len(first) == 1 else None
 
-    def segment_many(self, inputs: Iterable[Input] | Sequence[Input], names: Sequence[str] | None = None,
-                     diameter: float | None | Literal["estimate"] = "estimate") -> Iterator[Segmented]:
+    def segment_many(self, inputs: Iterable[Input] | Sequence[Input],
+                     names: Sequence[str] | None = None) -> Iterator[Segmented]:
         """`Segmented` for each input, in order: arrays, `AnnotatedImage`s (a dataset: their
         names are kept) or image files (a file that cannot be read gives its problem and the
         others go on). The next images are read in the background while the model runs, and
         images that are one tile of the same size are detected `batch_size` at a time (see
         `detect`).
-        With `diameter="auto"` in the settings all images are segmented at one diameter:
-        `estimate_diameter` of images spread over a sequence (an iterator's first images), made
-        on this call (under torchrun every process must call, images or not), or the `diameter`
-        the caller estimated (None: no cell was confident enough, so the settings' scale)."""
+        With `diameter="auto"` in the settings all images are segmented at one diameter, that
+        of `settled_on` the inputs (an iterator's first AUTO_SAMPLE), made on this call (under
+        torchrun every process must call, images or not) unless this segmenter is settled
+        already."""
         inputs = [inputs] if isinstance(inputs, (str, Path)) else inputs
-        scale = self.scale
-        if self.settings.diameter != "auto":
-            diameter = None  # a diameter in the settings is in `scale` already
-        else:
-            if diameter == "estimate":
-                if isinstance(inputs, Sequence):
-                    sample = [inputs[i] for i in spread_sample(len(inputs))]
-                else:  # an iterator: its first items are kept to be segmented after the estimate
-                    rest = iter(inputs)
-                    sample = list(islice(rest, AUTO_SAMPLE))
-                    inputs = chain(sample, rest)
-                diameter = self.estimate_diameter(sample)
-            if diameter is not None and not within(estimate_scale(self.model.config, diameter), scale):
-                scale = estimate_scale(self.model.config, diameter)
+        if not self.settled:
+            if isinstance(inputs, Sequence):
+                return self.settled_on(inputs).segment_many(inputs, names)
+            rest = iter(inputs)  # an iterator: its first items are kept to be segmented after the estimate
+            sample = list(islice(rest, AUTO_SAMPLE))
+            return self.settled_on(sample).segment_many(chain(sample, rest), names)
         read = self._read_ahead(inputs)
         if names is not None:
             read = ((names[index], *rest) for index, (_, *rest) in enumerate(read))
-        return self._segment_batched(read, scale, diameter)
+        return self._segment_batched(read)
 
-    def _segment_batched(self, read, scale: float, diameter: float | None) -> Iterator[Segmented]:
+    def _segment_batched(self, read) -> Iterator[Segmented]:
         pending: list[tuple[str, Path | None, np.ndarray, float]] = []
         for name, source, pixels, problem, seconds in read:
             if problem is not None:
-                yield from self._run_batch(pending, scale, diameter)
+                yield from self._run_batch(pending)
                 pending = []
                 yield Segmented(name, source, None, problem, seconds)
                 continue
             if pending and (not self._one_tile(pixels) or pixels.shape[:2] != pending[0][2].shape[:2]
                             or len(pending) == self.settings.batch_size):
-                yield from self._run_batch(pending, scale, diameter)
+                yield from self._run_batch(pending)
                 pending = []
             if self._one_tile(pixels):
                 pending.append((name, source, pixels, seconds))
                 continue
             started = time.perf_counter()
-            result, _ = self._segment_at(pixels, name, scale)
-            yield Segmented(name, source, result, None, seconds + time.perf_counter() - started, diameter=diameter)
-        yield from self._run_batch(pending, scale, diameter)
+            result, _ = self._segment_at(pixels, name, self.scale)
+            yield Segmented(name, source, result, None, seconds + time.perf_counter() - started,
+                            diameter=self.set_diameter)
+        yield from self._run_batch(pending)
 
     def instances_by_name(self, dataset: Sequence[AnnotatedImage] | Iterable[AnnotatedImage],
                           progress: Callable[[], None] | None = None) -> dict[str, list[Instance]]:
@@ -308,18 +317,17 @@ class Segmenter:
     def _one_tile(self, pixels: np.ndarray) -> bool:
         return max(pixels.shape[:2]) <= self.settings.tile
 
-    def _run_batch(self, batch: list[tuple[str, Path | None, np.ndarray, float]], scale: float,
-                   diameter: float | None) -> Iterator[Segmented]:
+    def _run_batch(self, batch: list[tuple[str, Path | None, np.ndarray, float]]) -> Iterator[Segmented]:
         if not batch:
             return
         started = time.perf_counter()
-        detections = self.detect([pixels for _, _, pixels, _ in batch], scale)
+        detections = self.detect([pixels for _, _, pixels, _ in batch])
         shared = (time.perf_counter() - started) / len(batch)
         for (name, source, pixels, seconds), detection in zip(batch, detections):
             started = time.perf_counter()
-            result, detection = self._segment_at(pixels, name, scale, detection=detection)
+            result, detection = self._segment_at(pixels, name, self.scale, detection=detection)
             yield Segmented(name, source, result, None, seconds + shared + time.perf_counter() - started, detection,
-                            diameter)
+                            self.set_diameter)
 
     def _read_ahead(self, inputs) -> Iterator[tuple[str, Path | None, np.ndarray | None, str | None, float]]:
         """(name, source file, pixels or None, problem or None, seconds to read), in input
