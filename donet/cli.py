@@ -32,6 +32,7 @@ from .evaluation import (
     TABLE_ROWS,
     evaluate,
     json_safe,
+    model_predictions,
     table_rows,
 )
 from .evaluation.measurement_accuracy import MEASUREMENT_COLUMNS, measurement_rows
@@ -276,14 +277,11 @@ def evaluate_command(
         raise DonetError(None, "give either a predictions file or --model, not both")
     truth = open_dataset(gt, gt_format, gt_images)
     if predictions is None:
-        # Every detection: AP ranks them, and the protocols apply their own thresholds.
-        from .inference import Segmenter
         from .modeling.weights import load_model
 
-        segmenter = Segmenter.keeping_every_detection(load_model(model), device=device)
         with progress_bar() as bar:
             task = bar.add_task("predicting", total=len(truth))
-            found = segmenter.instances_by_name(truth, progress=lambda: bar.advance(task))
+            found = model_predictions(load_model(model), truth, device, progress=lambda: bar.advance(task))
         if save_predictions is not None:
             write_predictions(save_predictions, found, {s.name: s.size for s in truth},
                               relative_files(truth, save_predictions.parent))
@@ -442,7 +440,7 @@ def predict_command(
                       f"nuclei, {seconds:.1f} s", highlight=False, soft_wrap=True)
         images = [item for item in segmented if item.slide is None]
         if settings.diameter == "auto" and images:  # one diameter for the set; slides say their own below
-            found = images[0].diameter
+            found = report.diameter
             console.print(f"cell diameter estimated at {found:.0f} px" if found is not None else
                           "cell diameter: no cell was confident enough to estimate it; segmented at the model's "
                           "scale", highlight=False, soft_wrap=True)

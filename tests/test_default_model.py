@@ -181,9 +181,10 @@ def test_auto_diameter_gives_a_set_of_images_one_diameter(model, train_image, tm
     paths = [tmp_path / f"field{k}.png" for k in range(len(images))]
     for path, image in zip(paths, images):
         Image.fromarray(image).save(path)
-    segment_files(segmenter, paths, tmp_path / "predicted", Exports())
+    report = segment_files(segmenter, paths, tmp_path / "predicted", Exports())
     recorded = json.loads((tmp_path / "predicted" / "settings.json").read_text())
     assert recorded["diameter"] == "auto" and recorded["estimated_diameter"] == pytest.approx(set_diameter)
+    assert report.diameter == recorded["estimated_diameter"]
 
 
 def test_a_process_without_images_still_joins_the_diameter_estimate(model, train_image, tmp_path):
@@ -207,6 +208,12 @@ def test_predict_and_evaluate_use_it_when_no_model_is_named(train_image, tmp_pat
     assert run.returncode == 0, run.stderr
     predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert sum(a["category_id"] == 1 for a in predictions["annotations"]) >= len(train_image.cells) - 1
+    # With --diameter auto it says the diameter it found, as settings.json records it.
+    run = subprocess.run([sys.executable, "-m", "donet", "predict", tmp_path / "cells.png", "--diameter", "auto",
+                          "--device", "cpu", "--out", tmp_path / "auto"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    found = json.loads((tmp_path / "auto" / "settings.json").read_text())["estimated_diameter"]
+    assert f"cell diameter estimated at {found:.0f} px" in " ".join((run.stdout + run.stderr).split())
 
     write_dataset(tmp_path / "gt", [train_image])
     run = subprocess.run([sys.executable, "-m", "donet", "evaluate", "--gt", tmp_path / "gt", "--out",

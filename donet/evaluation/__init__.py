@@ -10,8 +10,9 @@ from .scores import (
     evaluate_model,
     json_safe,
     markdown_table,
+    model_predictions,
     table_rows,
 )
 
 __all__ = ["MAX_DETS", "PAPER_SCORE_THRESHOLD", "STANDARD_SCORE_THRESHOLD", "TABLE_ROWS", "evaluate",
-           "evaluate_model", "json_safe", "markdown_table", "table_rows"]
+           "evaluate_model", "json_safe", "markdown_table", "model_predictions", "table_rows"]

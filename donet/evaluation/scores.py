@@ -79,16 +79,21 @@ def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Ins
     }
 
 
-def evaluate_model(model, truth: Sequence[AnnotatedImage], device: str | None = None,
-                   progress: Callable[[], None] | None = None, **thresholds) -> dict:
-    """`evaluate` of what `model` (a `DoNet`) finds in `truth`'s images: every detection, as
+def model_predictions(model, truth: Sequence[AnnotatedImage], device: str | None = None,
+                      progress: Callable[[], None] | None = None) -> dict[str, list[Instance]]:
+    """What `model` (a `DoNet`) finds in `truth`'s images, by image name: every detection, as
     AP ranks them and the protocols apply their own score thresholds, on `device` (None: the
     inference settings' default). `progress()` is called after each image."""
     # Imported here: inference needs torch, which scoring saved predictions does without.
     from ..inference import Segmenter
 
-    found = Segmenter.keeping_every_detection(model, device=device).instances_by_name(truth, progress)
-    return evaluate(truth, found, **thresholds)
+    return Segmenter.keeping_every_detection(model, device=device).instances_by_name(truth, progress)
+
+
+def evaluate_model(model, truth: Sequence[AnnotatedImage], device: str | None = None,
+                   progress: Callable[[], None] | None = None, **thresholds) -> dict:
+    """`evaluate` of `model_predictions`."""
+    return evaluate(truth, model_predictions(model, truth, device, progress), **thresholds)
 
 
 def json_safe(value):

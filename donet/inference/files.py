@@ -61,15 +61,16 @@ class InputReport:
     seconds: float = 0.0
     problem: str | None = None
     slide: dict | None = None
-    diameter: float | None = None  # with --diameter auto, the estimated typical cell diameter of the set
 
 
 @dataclass
 class Report:
-    """Every input's `InputReport`, in input order, and the shared files written."""
+    """Every input's `InputReport`, in input order, the shared files written and, with
+    --diameter auto, the typical cell diameter estimated for the images (slides say their own)."""
 
     inputs: list[InputReport]
     outputs: list[str] = field(default_factory=list)
+    diameter: float | None = None
 
     @property
     def failures(self) -> list[InputReport]:
@@ -207,7 +208,7 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     segmented = settled.segment_many([paths[i] for i in mine], [names[i] for i in mine])
     for index, done in zip(mine, segmented):
         report = reports[index]
-        report.seconds, report.problem, report.diameter = round(done.seconds, 3), done.problem, done.diameter
+        report.seconds, report.problem = round(done.seconds, 3), done.problem
         if done.result is not None:
             result = done.result
             if exports.measure:
@@ -246,11 +247,11 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
                 on_input(item)
     found, sizes, files, measured = ({name: part[k][name] for name in names for part in parts if name in part[k]}
                                      for k in (1, 2, 3, 4))
-    report = Report(reports)
+    report = Report(reports, diameter=settled.set_diameter)
     if processes.main and len(report.failures) < len(reports):
         recorded = settings.model_dump(mode="json")
         if settings.diameter == "auto":
-            recorded["estimated_diameter"] = settled.set_diameter
+            recorded["estimated_diameter"] = report.diameter
         write_text_atomic(folder / "settings.json", json.dumps(recorded, indent=2))
         report.outputs.append("settings.json")
         if exports.coco and found:
