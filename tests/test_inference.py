@@ -14,6 +14,7 @@ import donet
 from donet.data import CellClass
 from donet.errors import DonetError
 from donet.io import read_predictions
+from donet.modeling import image_tensor
 from donet.inference import Exports, InferenceSettings, Segmenter, segment_files
 from donet.inference.paste import paste_thresholded
 from donet.inference.settings import GPU_BATCH_SIZE
@@ -91,7 +92,7 @@ def test_the_cpu_engine_detects_what_the_model_itself_detects(model, fields):
     segmenter = Segmenter(model, device="cpu")
     images = [fields[0], fields[1], fields[3]]
     with torch.inference_mode():
-        expected = model.eval()([segmenter._tensor(image) for image in images])
+        expected = model.eval()([image_tensor(image) for image in images])
     assert sum(len(e["boxes"]) for e in expected) >= 15
     for image, wanted in zip(images, expected):
         found = segmenter.detect([image])[0]

@@ -29,7 +29,7 @@ from ..errors import DonetError, ProcessLost
 from ..io.images import open_image
 from ..io.names import output_name
 from ..io.planes import Planes
-from ..modeling import DoNet
+from ..modeling import DoNet, image_tensor
 from .diameter import (
     AUTO_PASSES,
     AUTO_SAMPLE,
@@ -135,24 +135,12 @@ class Segmenter:
         precision, with float32 outputs."""
         precision = PRECISIONS[self.settings.precision]
         with torch.autocast(self.device.type, dtype=precision) if precision else nullcontext():
-            detections = self.network([self._tensor(image) for image in images])
+            detections = self.network([image_tensor(image, self.device) for image in images])
         return [{k: v.float() if v.is_floating_point() else v for k, v in d.items()} for d in detections]
 
     def _forward_alone(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         with torch.inference_mode():  # per thread: the caller's mode does not reach a worker
-            return self.network([self._tensor(image)])[0]
-
-    def _tensor(self, image: np.ndarray) -> torch.Tensor:
-        """(3, H, W) float in [0, 1] on the device: the pixels travel as they are stored (8 or
-        16 bits) and are converted there."""
-        # A read-only array (a memory map, a slide region) is copied: torch wants writable memory.
-        pixels = torch.from_numpy(np.require(image, requirements="CW")).to(self.device, non_blocking=True)
-        scale = 65535.0 if image.dtype == np.uint16 else 255.0
-        pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)[:3]
-        # Planes laid out while still 8 or 16 bits, so that the transform's normalisation,
-        # resize and batching run on planar memory.
-        pixels = pixels.contiguous().float() / scale
-        return pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels
+            return self.network([image_tensor(image, self.device)])[0]
 
     @contextmanager
     def _input_size(self, size: tuple[int, int], scale: float):

@@ -10,17 +10,17 @@ from ..data.instances import AnnotatedImage
 from .roi_heads import COMPLEMENT, INTERSECTION
 
 
-def image_tensor(image: np.ndarray) -> torch.Tensor:
-    """(3, H, W) float in [0, 1] from gray or colour, 8- or 16-bit pixels (gray replicated)."""
+def image_tensor(image: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+    """(3, H, W) float in [0, 1] on `device` (default the CPU) from gray (replicated) or colour
+    (alpha dropped), 8- or 16-bit pixels: they travel as they are stored and are converted there."""
+    # A read-only array (a memory map, a slide region) is copied: torch wants writable memory.
+    pixels = torch.from_numpy(np.require(image, requirements="CW")).to(device, non_blocking=True)
     scale = 65535.0 if image.dtype == np.uint16 else 255.0
-    pixels = torch.as_tensor(np.array(image, dtype=np.float32)) / scale
-    if pixels.ndim == 2:
-        pixels = pixels[None].expand(3, -1, -1)
-    else:
-        pixels = pixels.permute(2, 0, 1)
-        if pixels.shape[0] == 1:
-            pixels = pixels.expand(3, -1, -1)
-    return pixels.contiguous()
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)[:3]
+    # Planes laid out while still 8 or 16 bits, so that the transform's normalisation, resize
+    # and batching run on planar memory.
+    pixels = pixels.contiguous().float() / scale
+    return pixels.expand(3, -1, -1) if pixels.shape[0] == 1 else pixels
 
 
 def training_target(sample: AnnotatedImage) -> dict[str, torch.Tensor]:
