@@ -146,6 +146,28 @@ def test_auto_diameter_stops_after_its_passes_when_the_estimate_never_settles(mo
     assert estimate == pytest.approx(trained) and result.scale == 1  # the last estimate asks for the first scale
 
 
+
+def test_a_settled_segmenter_runs_at_the_sets_scale_and_still_estimates_from_the_settings(model, monkeypatch):
+    """A slide's own estimate on a segmenter settled for a set of images starts where any
+    estimate starts, not at the set's scale."""
+    trained = model.config.cell_diameter
+    monkeypatch.setattr(donet.Segmenter, "estimate_diameter", lambda self, images, progress=None: trained / 2)
+    settled = donet.Segmenter(model, device="cpu", diameter="auto").settled_on([np.zeros((8, 8))])
+    assert settled.scale == pytest.approx(2) and settled.set_diameter == pytest.approx(trained / 2)
+    assert settled.settled_on([np.ones((8, 8))]) is settled
+    scales = []
+
+    def segment_at(self, image, name, scale, progress=None):
+        scales.append(scale)
+        return SimpleNamespace(scale=scale), None
+
+    monkeypatch.setattr(segmenter_module, "typical_diameter", lambda result: trained / result.scale)
+    monkeypatch.setattr(donet.Segmenter, "_segment_at", segment_at)
+    settled.segment(np.zeros((8, 8)))
+    assert scales == [pytest.approx(2)]  # one pass, at the set's scale
+    estimate = settled._at_its_cells_scale(np.zeros((8, 8)), "tile")[2]  # as a slide's sample is estimated
+    assert scales[1:] == [1.0] and estimate == pytest.approx(trained)
+
 class _OtherProcess(Processes):
     """Process 0 of 2 beside one that found `estimates` (what torchrun's all_gather returns)."""
 

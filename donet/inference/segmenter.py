@@ -109,8 +109,9 @@ class Segmenter:
     @torch.inference_mode()
     def detect(self, images: Sequence[np.ndarray], scale: float | None = None) -> list[dict[str, torch.Tensor]]:
         """Raw detections (see `DoNet`) of numpy images of any size, gray or colour, each at
-        the model's training scale times `scale` (default: the settings' diameter), in the
-        images' own coordinates and on the model's device. On a GPU, images of one size go
+        the model's training scale times `scale` (default: this segmenter's, that of the
+        settings' diameter or, once settled, the set's), in the images' own coordinates and on
+        the model's device. On a GPU, images of one size go
         through the network together; on a small CPU, two at once, each alone (see
         `_side_by_side`)."""
         scale = self.scale if scale is None else scale
@@ -182,8 +183,9 @@ class Segmenter:
         confident cells asked for, until the estimate settles (or AUTO_PASSES): result,
         detection and diameter estimate. The result is the first pass's where the estimate's
         scale is within the tolerance of the settings', else the last pass's."""
-        first = result, detection = self._segment_at(image, name, self.scale, progress)
-        scale, estimate = self.scale, typical_diameter(result)
+        start = settings_scale(self.model.config, self.settings.diameter)  # also on a settled copy
+        first = result, detection = self._segment_at(image, name, start, progress)
+        scale, estimate = start, typical_diameter(result)
         for _ in range(AUTO_PASSES):
             if estimate is None:
                 break
@@ -195,17 +197,19 @@ class Segmenter:
             if found is None:
                 break  # nothing confident at that scale: keep the last pass
             scale, result, detection, estimate = wanted, again, again_detection, found
-        if chosen_scale(self.model.config, estimate, self.scale) == self.scale:
+        if chosen_scale(self.model.config, estimate, start) == start:
             result, detection = first
         return result, detection, estimate
 
     def settled_on(self, images: Sequence[Input], progress: Callable[[int, int], None] | None = None) -> Segmenter:
-        """With `diameter="auto"`, this segmenter at one diameter for a set of images at one
-        magnification: `estimate_diameter` of up to AUTO_SAMPLE of them spread over the set
-        (under torchrun every process must call, with the same images), at the scale it asks
-        for where that is beyond the tolerance of the settings'. Otherwise itself."""
+        """With `diameter="auto"`, a copy of this segmenter (sharing its network) at one diameter
+        for a set of images at one magnification: `estimate_diameter` of up to AUTO_SAMPLE of
+        them spread over the set (under torchrun every process must call; each estimates its
+        share of `images`), at the scale it asks for where that is beyond the tolerance of the
+        settings'. Otherwise, or when settled already, itself."""
         if self.settled:
             return self
+        images = [images] if isinstance(images, (str, Path)) else images
         settled = copy.copy(self)  # the same model and network
         settled.set_diameter = self.estimate_diameter([images[i] for i in spread_sample(len(images))], progress)
         settled.scale = chosen_scale(self.model.config, settled.set_diameter, self.scale)

@@ -33,7 +33,7 @@ class InferenceSettings(BaseModel):
     overlap: int = Field(320, ge=0)  # between tiles: more than the widest cell
     # Typical cell diameter in the images (pixels), when it differs from the training
     # images': they are rescaled so cells match (Cellpose's convention). None: as in training.
-    # "auto": estimated from a first pass, one for a set of images (see `Segmenter.segment_many`).
+    # "auto": estimated from a first pass, one for a set of images (see `Segmenter.settled_on`).
     diameter: Annotated[float, Field(gt=0, allow_inf_nan=False)] | Literal["auto"] | None = None
     # Whole slides: microns per level-0 pixel where the file does not say, and whether tiles
     # a thumbnail shows as empty glass are skipped.
