@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .atomic import atomic_dir, write_text_atomic
@@ -58,8 +59,16 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_versio
     """DoNet: instance segmentation of overlapping, translucent cells."""
 data_app = typer.Typer(help="Inspect annotated datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
+# Messages and tables carry file names and other programs' errors (gloo's start
+# "[/path/pair.cc:561]"): printed as they are, never read as rich markup.
+console = Console(stderr=True, markup=False, highlight=False)
+tables = Console(markup=False)
 DEFAULTS, EXPORTS = InferenceSettings(), Exports()  # option defaults are the settings' own
+
+
+def say_error(problem: str) -> None:
+    console.print(Text.assemble(("error:", "red"), " ", problem), soft_wrap=True)
+
 
 FormatOption = Annotated[Optional[DataFormat], typer.Option("--format", help="Dataset layout (default: detected).")]
 ImagesOption = Annotated[Optional[Path], typer.Option(
@@ -157,7 +166,7 @@ def stats(
     ]
     for name, value in rows:
         table.add_row(name, str(value))
-    Console().print(table)
+    tables.print(table)
 
 
 def _data(path: Path | None, format: DataFormat | None, images: Path | None) -> dict | None:
@@ -240,7 +249,7 @@ def print_results(results: dict, title: str) -> None:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for row in table_rows(results):
         table.add_row(*row)
-    Console().print(table)
+    tables.print(table)
 
 
 def print_measurement_errors(accuracy: dict) -> None:
@@ -251,7 +260,7 @@ def print_measurement_errors(accuracy: dict) -> None:
         table.add_column(column, justify="left" if column == "cells" else "right")
     for row in measurement_rows(accuracy):
         table.add_row(*row)
-    Console().print(table)
+    tables.print(table)
 
 
 @app.command("evaluate")
@@ -331,7 +340,7 @@ def cv_command(
         cells = [f"{scale * stats[c][protocol][metric]['mean']:.2f} ± {scale * stats[c][protocol][metric]['std']:.2f}"
                  for c in ("cytoplasm", "nucleus", "average")]
         table.add_row(label, *cells)
-    Console().print(table)
+    tables.print(table)
 
 
 @app.command("predict")
@@ -414,7 +423,7 @@ def predict_command(
 
             def done(item: InputReport) -> None:
                 if item.problem and len(paths) > 1:  # a lone image's problem is the command's one error line
-                    console.print(f"[red]error:[/red] {item.problem}", highlight=False, soft_wrap=True)
+                    say_error(item.problem)
                 bar.advance(task)
 
             def following(task_id):
@@ -437,22 +446,22 @@ def predict_command(
         segmented = [item for item in report.inputs if item.problem is None]
         console.print(f"segmented {len(segmented)} of {len(paths)} images into {out}: "
                       f"{sum(item.cells for item in segmented)} cells, {sum(item.nuclei for item in segmented)} "
-                      f"nuclei, {seconds:.1f} s", highlight=False, soft_wrap=True)
+                      f"nuclei, {seconds:.1f} s", soft_wrap=True)
         images = [item for item in segmented if item.slide is None]
         if settings.diameter == "auto" and images:  # one diameter for the set; slides say their own below
             found = report.diameter
             console.print(f"cell diameter estimated at {found:.0f} px" if found is not None else
                           "cell diameter: no cell was confident enough to estimate it; segmented at the model's "
-                          "scale", highlight=False, soft_wrap=True)
+                          "scale", soft_wrap=True)
         for item in report.inputs:
             if item.slide is not None:
                 slide = item.slide
                 tiles = f", {slide['tiles_run']} of {slide['tiles']} tiles run" if slide["tiles"] else ""
                 console.print(f"{item.name}: level {slide['level']} ({slide['scale_from']}){tiles}, "
                               f"{slide['cells']} cells, {slide['nuclei']} nuclei, {slide['seconds']} s",
-                              highlight=False)
+                              soft_wrap=True)
                 if slide["warning"]:
-                    console.print(f"warning: {item.name}: {slide['warning']}", highlight=False)
+                    console.print(f"warning: {item.name}: {slide['warning']}", soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 
@@ -477,7 +486,7 @@ def main() -> None:
     try:
         app()
     except DonetError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        say_error(str(exc))
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.text import Text
 
 from .atomic import atomic_dir, write_text_atomic
 from .data import SynthConfig, generate
@@ -44,18 +45,22 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
     """Everything under `out` (which must not exist); returns the report's path and the
     held-out images' scores."""
     console = console or Console(stderr=True)
+
+    def step(number: int, doing: str) -> None:
+        console.print(Text.assemble((f"{number}/5", "bold"), " ", doing))
+
     with atomic_dir(out) as folder:
-        console.print(f"[bold]1/5[/bold] generating {train_images} training and {val_images} held-out "
-                      f"synthetic images ({IMAGE_SIZE}x{IMAGE_SIZE})")
+        step(1, f"generating {train_images} training and {val_images} held-out "
+                f"synthetic images ({IMAGE_SIZE}x{IMAGE_SIZE})")
         for name, count, offset in (("train", train_images, 0), ("val", val_images, 10_000)):
             with atomic_dir(folder / "data" / name) as target:
                 write_dataset(target, (generate(offset + i, SYNTH, seed) for i in range(count)))
 
-        console.print(f"[bold]2/5[/bold] training the light DoNet preset from scratch, {iterations} iterations")
+        step(2, f"training the light DoNet preset from scratch, {iterations} iterations")
         torch.manual_seed(seed)
         summary = train(demo_config(folder / "data" / "train", iterations, seed), folder / "run", console=console)
 
-        console.print("[bold]3/5[/bold] predicting the held-out images")
+        step(3, "predicting the held-out images")
         model = load_model(folder / "run" / "model.safetensors")
         val_dir = folder / "data" / "val" / "images"
         paths = sorted(val_dir.glob("*.png"))
@@ -65,12 +70,12 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
         if report.failures:
             raise RuntimeError(f"prediction failed: {report.failures[0].problem}")
 
-        console.print("[bold]4/5[/bold] evaluating against the ground truth")
+        step(4, "evaluating against the ground truth")
         truth = open_dataset(folder / "data" / "val")
         results = evaluate_model(model, truth, paper_score_threshold=0.5)
         write_text_atomic(folder / "evaluation.json", json.dumps(json_safe(results), indent=2))
 
-        console.print("[bold]5/5[/bold] writing the report")
+        step(5, "writing the report")
         figures = []
         for sample in list(truth)[:4]:
             save_png(folder / "predictions" / f"{sample.name}_truth.png", overlay(sample))

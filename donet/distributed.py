@@ -9,6 +9,7 @@ every process holds what a single process would have found. Process 0 writes the
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -65,7 +66,8 @@ class Processes:
             call(*args)
         except RuntimeError as exc:  # gloo and NCCL report a lost peer so
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's stop must not cut the clean-up short
-            reason = str(exc).strip().splitlines()[0][:200]
+            # The first line, less gloo's source location ("[/path/pair.cc:561] Connection closed by peer").
+            reason = re.sub(r"^\[[^]]*\]\s*", "", str(exc).strip().splitlines()[0])[:200]
             # A connection can close just before its process ends: wait for it a little.
             ended = self._ended(wait=2.0)
             if ended:

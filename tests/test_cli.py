@@ -58,3 +58,6 @@ def test_bad_paths_give_one_line_errors(tmp_path):
     # A bad training set is refused before the run folder exists, so the corrected command works.
     one_line_error(donet("train", "--train", tmp_path / "missing", "--out", tmp_path / "run"), "missing")
     assert not (tmp_path / "run").exists()
+    # Names (and other programs' errors) in brackets are printed as they are, not read as markup.
+    (tmp_path / "[red] notes.txt").write_text("hello")
+    one_line_error(donet("data", "stats", tmp_path / "[red] notes.txt"), "[red] notes.txt")
