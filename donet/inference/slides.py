@@ -58,7 +58,7 @@ class SlideRun:
         level = slide.levels[self.level_index]
         self.level, self.downsample = level, level.downsample
         # Found items carry their tile's index: its row is index // columns.
-        self.columns = len(Grid(level.shape[0], level.shape[1], settings.tile, settings.overlap).cols)
+        self.columns = len(Grid.over(level.shape, settings).cols)
 
         def runs(y: int, x: int, height: int, width: int) -> bool:
             return tissue.runs(y, x, height, width, level.downsample)
@@ -123,12 +123,10 @@ class SlideRun:
     def _sample_estimate(self, level) -> tuple[float | None, int]:
         """The cells' diameter in `level`'s pixels on up to AUTO_SAMPLE tissue tiles spread over
         it, and how many tiles were sampled (each process reads only the tiles it runs)."""
-        tile, overlap = self.segmenter.settings.tile, self.segmenter.settings.overlap
-        height, width = level.shape[:2]
-        grid = Grid(height, width, tile, overlap)
-        corners = [(y, x) for y in grid.rows for x in grid.cols if self.tissue is None or
-                   self.tissue.touches(y, x, min(tile, height), min(tile, width), level.downsample)]
-        tiles = _Tiles(level, [corners[i] for i in spread_sample(len(corners))], tile)
+        grid = Grid.over(level.shape, self.segmenter.settings)
+        corners = [(y, x) for y in grid.rows for x in grid.cols
+                   if self.tissue is None or self.tissue.touches(y, x, *grid.span, level.downsample)]
+        tiles = _Tiles(level, [corners[i] for i in spread_sample(len(corners))], grid.tile)
         return self.segmenter.estimate_diameter(tiles, self.estimating), len(tiles)
 
     def report(self) -> dict:

@@ -84,6 +84,16 @@ class Grid:
         if self.overlap >= self.tile:
             raise ValueError("overlap must be smaller than the tile")
 
+    @classmethod
+    def over(cls, shape: tuple[int, ...], settings: InferenceSettings) -> Grid:
+        """The settings' tiles over an image of `shape` (H, W[, C])."""
+        return cls(shape[0], shape[1], settings.tile, settings.overlap)
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """A tile's height and width (the image's, where it is smaller than a tile)."""
+        return min(self.tile, self.height), min(self.tile, self.width)
+
     @cached_property
     def rows(self) -> list[int]:
         return tile_starts(self.height, self.tile, self.overlap)
@@ -113,10 +123,9 @@ def segment_tiled(detect: Detect, image, settings: InferenceSettings, *, seam_ma
     (default: all). With `share`, this process runs its part of the tiles and all processes
     yield the same detections. Each cell is followed by its nuclei."""
     tile, batch_size = settings.tile, settings.batch_size
-    grid = Grid(image.shape[0], image.shape[1], tile, settings.overlap)
+    grid = Grid.over(image.shape, settings)
     rows, cols = grid.rows, grid.cols
-    wanted = [[c for c in range(len(cols)) if runs is None or runs(rows[r], cols[c], min(tile, grid.height),
-                                                                   min(tile, grid.width))]
+    wanted = [[c for c in range(len(cols)) if runs is None or runs(rows[r], cols[c], *grid.span)]
               for r in range(len(rows))]
     total, done, turn = sum(map(len, wanted)), 0, 0
     batches: list[list[list[int]]] = []  # per row, this process's batches of columns
