@@ -137,8 +137,16 @@ def watch_forward(monkeypatch, change=None) -> list[tuple[list, list]]:
     return calls
 
 
-def test_a_run_killed_between_checkpoints_resumes_to_the_same_result(synthetic, tmp_path):
-    torch.set_num_threads(1)  # bitwise-repeatable kernels for the comparison
+@pytest.fixture
+def one_thread():
+    """Bitwise-repeatable kernels for a comparison, for this test only."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_run_killed_between_checkpoints_resumes_to_the_same_result(synthetic, tmp_path, one_thread):
     whole = train(config_for(synthetic), tmp_path / "whole")
     assert (whole["started"], whole["iteration"]) == (0, 12)
     with pytest.raises(Killed):  # mid-way between the checkpoints at 4 and 8
