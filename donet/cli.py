@@ -60,14 +60,15 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_versio
 data_app = typer.Typer(help="Inspect annotated datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 # Messages and tables carry file names and other programs' errors (gloo's start
-# "[/path/pair.cc:561]"): printed as they are, never read as rich markup.
-console = Console(stderr=True, markup=False, highlight=False)
-tables = Console(markup=False)
+# "[/path/pair.cc:561]"): printed as they are, never read as rich markup or :emoji: codes,
+# each message on one line however long.
+console = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
+tables = Console(markup=False, emoji=False)
 DEFAULTS, EXPORTS = InferenceSettings(), Exports()  # option defaults are the settings' own
 
 
 def say_error(problem: str) -> None:
-    console.print(Text.assemble(("error:", "red"), " ", problem), soft_wrap=True)
+    console.print(Text.assemble(("error:", "red"), " ", problem))
 
 
 FormatOption = Annotated[Optional[DataFormat], typer.Option("--format", help="Dataset layout (default: detected).")]
@@ -446,22 +447,21 @@ def predict_command(
         segmented = [item for item in report.inputs if item.problem is None]
         console.print(f"segmented {len(segmented)} of {len(paths)} images into {out}: "
                       f"{sum(item.cells for item in segmented)} cells, {sum(item.nuclei for item in segmented)} "
-                      f"nuclei, {seconds:.1f} s", soft_wrap=True)
+                      f"nuclei, {seconds:.1f} s")
         images = [item for item in segmented if item.slide is None]
         if settings.diameter == "auto" and images:  # one diameter for the set; slides say their own below
             found = report.diameter
             console.print(f"cell diameter estimated at {found:.0f} px" if found is not None else
                           "cell diameter: no cell was confident enough to estimate it; segmented at the model's "
-                          "scale", soft_wrap=True)
+                          "scale")
         for item in report.inputs:
             if item.slide is not None:
                 slide = item.slide
                 tiles = f", {slide['tiles_run']} of {slide['tiles']} tiles run" if slide["tiles"] else ""
                 console.print(f"{item.name}: level {slide['level']} ({slide['scale_from']}){tiles}, "
-                              f"{slide['cells']} cells, {slide['nuclei']} nuclei, {slide['seconds']} s",
-                              soft_wrap=True)
+                              f"{slide['cells']} cells, {slide['nuclei']} nuclei, {slide['seconds']} s")
                 if slide["warning"]:
-                    console.print(f"warning: {item.name}: {slide['warning']}", soft_wrap=True)
+                    console.print(f"warning: {item.name}: {slide['warning']}")
     if failures:
         raise typer.Exit(1)
 

@@ -66,8 +66,7 @@ class Processes:
             call(*args)
         except RuntimeError as exc:  # gloo and NCCL report a lost peer so
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # torchrun's stop must not cut the clean-up short
-            # The first line, less gloo's source location ("[/path/pair.cc:561] Connection closed by peer").
-            reason = re.sub(r"^\[[^]]*\]\s*", "", str(exc).strip().splitlines()[0])[:200]
+            reason = _reason(exc)
             # A connection can close just before its process ends: wait for it a little.
             ended = self._ended(wait=2.0)
             if ended:
@@ -150,6 +149,12 @@ class Processes:
                 # Process 0 may be the one that is gone: whoever is left removes its folder.
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
+
+
+def _reason(exc: Exception) -> str:
+    """An error's first line, less gloo's source location ("[/path/pair.cc:561] Connection closed by peer")."""
+    line = (str(exc).strip().splitlines() or [""])[0]
+    return re.sub(r"^\[[^\]]*:\d+\]\s*", "", line)[:200] or type(exc).__name__
 
 
 def _machine() -> str:

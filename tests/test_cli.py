@@ -5,9 +5,11 @@ from commands import donet, one_line_error
 
 
 def test_synth_then_stats_and_refusal_to_overwrite(tmp_path):
-    out = tmp_path / "synth"
+    out = tmp_path / "synth [red] :x:"  # printed as it is: no rich markup, no emoji
     made = donet("synth", out, "--n", 4, "--size", 128, 192, "--seed", 7, "--cells", 3, 5)
     assert made.returncode == 0, made.stderr
+    assert f"wrote 4 images to {out}" in made.stderr.splitlines()
+    assert "[red] :x:" in " ".join(donet("data", "stats", out).stdout.split())
     assert len(list((out / "images").glob("*.png"))) == 4
     figures = json.loads(donet("data", "stats", out, "--json").stdout)
     assert figures["images"] == 4 and 12 <= figures["cytoplasm_instances"] <= 20

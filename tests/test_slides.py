@@ -20,7 +20,7 @@ from donet.data import CellClass
 from donet.data.instances import AnnotatedImage, Instance, encode_mask
 from donet.data.measurements import measure
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid
-from donet.distributed import Processes, _machine, _running
+from donet.distributed import Processes, _machine, _reason, _running
 from donet.inference import InferenceSettings, Segmenter
 from donet.inference.files import write_slide
 from donet.io import open_dataset
@@ -208,6 +208,15 @@ def _zombie(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a zombie is told apart in /proc")
+def test_a_lost_connection_is_told_by_the_first_line_of_its_error_without_gloos_source_location():
+    gloo = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by "
+                        "peer [127.0.0.1]:4242\nException raised from ...")
+    assert _reason(gloo) == "Connection closed by peer [127.0.0.1]:4242"
+    nccl = RuntimeError("[Rank 1] Watchdog caught collective operation timeout")
+    assert _reason(nccl) == "[Rank 1] Watchdog caught collective operation timeout"  # no source location: kept
+    assert _reason(RuntimeError("")) == "RuntimeError"
+
+
 def test_the_process_that_ended_is_named_even_before_torchrun_waits_for_it():
     """Killed, a worker stays a zombie until torchrun's agent waits for it: it has ended all
     the same. A process on another machine cannot be seen, so it is not named."""
