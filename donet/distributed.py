@@ -112,6 +112,14 @@ class Processes:
         self._collective(dist.all_gather_object, gathered, item)
         return gathered
 
+    def gather(self, item: object) -> list | None:
+        """Every process's `item`, in rank order, in process 0 (None in the others)."""
+        if self.world == 1:
+            return [item]
+        gathered: list | None = [None] * self.world if self.main else None
+        self._collective(dist.gather_object, item, gathered, 0)
+        return gathered
+
     def broadcast(self, item: object) -> object:
         """Process 0's `item`, in every process."""
         if self.world == 1:

@@ -213,17 +213,18 @@ def segment_files(segmenter: Segmenter, paths: list[Path], folder: Path, exports
     for index in slides:
         _segment_slide(segmenter, paths[index], reports[index], folder, exports, on_tiles, on_estimate)
         heard(reports[index])
-    # Every process learns what all found; process 0 writes the shared files.
-    parts = processes.all_gather(([(i, reports[i]) for i in mine], found))
-    for rank, (theirs, _) in enumerate(parts):
+    # Every process learns what became of each input; process 0 alone, which writes the shared
+    # files, receives the others' instances.
+    for rank, theirs in enumerate(processes.all_gather([(i, reports[i]) for i in mine])):
         if rank != processes.rank:
             for index, item in theirs:
                 reports[index] = item
                 heard(item)
+    parts = processes.gather(found)
     report = Report(reports, diameter=settled.set_diameter)
     if processes.main and len(report.failures) < len(reports):
-        found = _Found.merged([part for _, part in parts], names)
-        _write_shared(report, folder, segmenter.settings, exports, found, [reports[i] for i in slides])
+        _write_shared(report, folder, segmenter.settings, exports, _Found.merged(parts, names),
+                      [reports[i] for i in slides])
     return report
 
 
