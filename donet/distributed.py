@@ -2,8 +2,9 @@
 machine or many through torchrun's rendezvous: one context for training and inference.
 
 Training averages gradients (DDP) and losses over the processes. Inference has each process
-segment its share (whole images, or the tiles of a slide) and gathers the results so that
-every process holds what a single process would have found. Process 0 writes the outputs.
+segment its share (whole images, or the tiles of a slide) and gathers the results: every
+process holds a slide's detections and what became of each input, as a single process would;
+process 0, which writes the outputs, alone receives the images' instances.
 """
 
 from __future__ import annotations
