@@ -207,7 +207,6 @@ def _zombie(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a zombie is told apart in /proc")
 def test_a_lost_connection_is_told_by_the_first_line_of_its_error_without_gloos_source_location():
     gloo = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by "
                         "peer [127.0.0.1]:4242\nException raised from ...")
@@ -217,6 +216,7 @@ def test_a_lost_connection_is_told_by_the_first_line_of_its_error_without_gloos_
     assert _reason(RuntimeError("")) == "RuntimeError"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a zombie is told apart in /proc")
 def test_the_process_that_ended_is_named_even_before_torchrun_waits_for_it():
     """Killed, a worker stays a zombie until torchrun's agent waits for it: it has ended all
     the same. A process on another machine cannot be seen, so it is not named."""
