@@ -209,6 +209,7 @@ def train_command(
     checkpoint_period: Annotated[Optional[int], typer.Option(help="Checkpoint every N iterations.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="A config.json instead of the options above.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto (CUDA, else MPS, else the CPU).")] = DEFAULTS.device,
     train_format: FormatOption = None,
     train_images: ImagesOption = None,
     val_format: Annotated[Optional[DataFormat], typer.Option(help="Validation dataset layout.")] = None,
@@ -231,7 +232,7 @@ def train_command(
             brightness=brightness, contrast=contrast, eval_period=eval_period, checkpoint_period=checkpoint_period,
             train=_data(train, train_format, train_images), val=_data(val, val_format, val_images),
             cluster_augmentation={"probability": cluster_aug} if cluster_aug else None)
-    summary = train_model(run_config, out, resume=resume, console=console)
+    summary = train_model(run_config, out, resume=resume, console=console, device=device)
     validations = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                    if r["kind"] == "validation"]
     if validations:

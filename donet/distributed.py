@@ -26,6 +26,17 @@ from .atomic import atomic_dir
 from .errors import DonetError, ProcessLost
 
 
+def _device_type(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if name not in available:
+        raise DonetError(None, f"--device {name}: not one of auto, cpu, cuda, mps")
+    if not available[name]:
+        raise DonetError(None, f"--device {name}: no {name.upper()} device is available")
+    return name
+
+
 class Processes:
     """This process's place among the `world` processes of a run (`rank` 0 of 1 when not
     started by torchrun)."""
@@ -41,7 +52,7 @@ class Processes:
         if world == 1:
             return cls()
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        cuda = _device_type(device) == "cuda"
         if cuda:
             torch.cuda.set_device(local_rank)
         if not dist.is_initialized():
@@ -129,9 +140,12 @@ class Processes:
         self._collective(dist.broadcast_object_list, box, 0)
         return box[0]
 
-    def device(self, device: torch.device) -> torch.device:
-        """One GPU per process on a machine."""
-        return torch.device("cuda", self.local_rank) if device.type == "cuda" and self.world > 1 else device
+    def device(self, name: str = "auto") -> torch.device:
+        """The device `name` stands for in this process, for training and inference alike:
+        "cpu", "cuda" (one GPU per process on a machine), "mps", or "auto" (CUDA, else MPS,
+        else the CPU). One asked for and absent is a one-line error."""
+        kind = _device_type(name)
+        return torch.device("cuda", self.local_rank) if kind == "cuda" else torch.device(kind)
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():

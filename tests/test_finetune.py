@@ -102,7 +102,7 @@ def test_the_command_tunes_a_coco_folder_from_any_model_file_and_refuses_another
     root = tuned[0]
     started_from = root / "run" / "model.safetensors"
     again = donet("train", "--train", root / "data", "--init", started_from, "--out", root / "again",
-                  "--iterations", 1, "--batch-size", 1)
+                  "--iterations", 1, "--batch-size", 1, "--device", "cpu")
     assert again.returncode == 0, again.stderr
     card = json.loads((root / "again" / "model_card.json").read_text())
     assert card["init"] == str(started_from)
@@ -110,3 +110,13 @@ def test_the_command_tunes_a_coco_folder_from_any_model_file_and_refuses_another
     refused = donet("train", "--train", root / "data", "--init", "default", "--size", "paper", "--out", root / "paper")
     one_line_error(refused, "not paper")
     assert not (root / "paper").exists()
+
+
+def test_training_refuses_a_device_it_cannot_use_before_making_the_run(tuned):
+    root = tuned[0]
+    absent = "cuda" if not torch.cuda.is_available() else "mps" if not torch.backends.mps.is_available() else None
+    for device, problem in [("tpu", "not one of auto, cpu, cuda, mps"), *([(absent, "no ")] if absent else [])]:
+        refused = donet("train", "--train", root / "data", "--init", "default", "--device", device,
+                        "--out", root / device)
+        one_line_error(refused, f"--device {device}", problem)
+        assert not (root / device).exists()

@@ -47,20 +47,6 @@ from .tiling import instances, segment_tiled
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DonetError(None, "--device cuda: no CUDA device is available")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise DonetError(None, "--device mps: no MPS device is available")
-    return torch.device(name)
-
-
 @dataclass
 class Segmented:
     """What became of one input of `Segmenter.segment_many`: its result, or the problem that
@@ -93,7 +79,7 @@ class Segmenter:
             raise TypeError("give settings or options, not both")
         self.settings = settings if settings is not None else InferenceSettings.of(**options)
         self.processes = processes or Processes()
-        self.device = self.processes.device(resolve_device(self.settings.device))
+        self.device = self.processes.device(self.settings.device)
         self.settings = self.settings.on_device(self.device.type)
         if self.settings.precision != "fp32" and self.device.type != "cuda":
             raise DonetError(None, f"--precision {self.settings.precision} needs a CUDA device")

@@ -193,7 +193,7 @@ class SegmentWidget(Container):
             return
         self.status.value = (f"fine-tuning for {config.iterations} iterations on {len(samples)} image(s): "
                              f"{', '.join(s.name for s in samples)}")
-        self._start(thread_worker(self._fine_tune)(config, folder, samples, files), self._trained,
+        self._start(thread_worker(self._fine_tune)(config, folder, samples, files, self.device.value), self._trained,
                     total=config.iterations)
 
     def _new_model_folder(self) -> Path:
@@ -212,8 +212,8 @@ class SegmentWidget(Container):
                                    "'<image> cells' and '<image> nuclei' layers first")
         return pairs
 
-    def _fine_tune(self, config, folder: Path, samples: list[AnnotatedImage], files: dict) -> Path:
-        """The worker: training set, fine-tuning, and the image files named in the model card."""
+    def _fine_tune(self, config, folder: Path, samples: list[AnnotatedImage], files: dict, device: str) -> Path:
+        """The worker: training set, fine-tuning on `device`, and the image files named in the model card."""
         from ..training import train
 
         with atomic_dir(folder / TRAINING_SET) as tmp:
@@ -223,7 +223,7 @@ class SegmentWidget(Container):
             self._count = (iteration, config.iterations,
                            f"fine-tuning: iteration {iteration}/{config.iterations}, loss {record['loss']:.3f}")
 
-        train(config, folder / RUN, on_step=step)
+        train(config, folder / RUN, on_step=step, device=device)
         card = folder / RUN / "model_card.json"
         write_text_atomic(card, json.dumps({**json.loads(card.read_text()), "image_files": files}, indent=2))
         return folder / RUN / "model.safetensors"

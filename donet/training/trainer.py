@@ -157,12 +157,11 @@ class Run:
 
 
 def build_run(config: TrainConfig, paths: RunPaths, processes: Processes, train_set: Sequence[AnnotatedImage],
-              resume: bool = False, initial: DoNet | None = None) -> Run:
-    """Model, optimiser and schedule as `config` says, on this process' device; with `resume`,
-    at the state of the run folder's last checkpoint, if it has one. `initial`: a fine-tuning
-    run's starting model, where already loaded (see `initial_model`)."""
+              device: torch.device, resume: bool = False, initial: DoNet | None = None) -> Run:
+    """Model, optimiser and schedule as `config` says, on `device`; with `resume`, at the
+    state of the run folder's last checkpoint, if it has one. `initial`: a fine-tuning run's
+    starting model, where already loaded (see `initial_model`)."""
     torch.manual_seed(config.seed)
-    device = torch.device(f"cuda:{processes.local_rank}" if torch.cuda.is_available() else "cpu")
     if config.init is not None:
         model = (initial or initial_model(config)).to(device)
     else:
@@ -433,8 +432,9 @@ def open_run(paths: RunPaths, processes: Processes, config: TrainConfig | None, 
 
 def train(config: TrainConfig | None, out: str | Path, resume: bool = False,
           train_data: Sequence[AnnotatedImage] | None = None, val_data: Sequence[AnnotatedImage] | None = None,
-          console: Console | None = None, on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """Train as `config` says into the run folder `out`.
+          console: Console | None = None, on_step: Callable[[int, dict], None] | None = None,
+          device: str = "auto") -> dict:
+    """Train as `config` says into the run folder `out`, on `device` (see `Processes.device`).
 
     `resume` continues the run in `out` from its last checkpoint (the saved config wins).
     `train_data` / `val_data` replace the config's datasets (cross-validation folds).
@@ -443,12 +443,13 @@ def train(config: TrainConfig | None, out: str | Path, resume: bool = False,
     `best` validation (segm AP and iteration).
     """
     console = console or Console(stderr=True)
-    paths, processes = RunPaths(Path(out)), Processes.from_environment()
+    paths, processes = RunPaths(Path(out)), Processes.from_environment(device)
+    training_device = processes.device(device)  # an absent device is refused before the run folder is made
     # A model to fine-tune that contradicts the config is found before the run folder is made.
     initial = initial_model(config) if config is not None and config.init is not None and not resume else None
     config, train_set, val_set = open_run(paths, processes, config, resume, train_data, val_data)
     augmentor = cluster_augmentor(config.cluster_augmentation, train_set)
-    run = build_run(config, paths, processes, train_set, resume, initial)
+    run = build_run(config, paths, processes, train_set, training_device, resume, initial)
     log, start, started = MetricsLog(paths.metrics, processes.main), run.iteration, time.perf_counter()
     progress = Progress(TextColumn("[bold]train[/bold] {task.completed}/{task.total}"), BarColumn(),
                         TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.2e}"),
