@@ -177,6 +177,7 @@ def _data(path: Path | None, format: DataFormat | None, images: Path | None) -> 
     return {"path": str(path), "format": format, "images": None if images is None else str(images)}
 
 
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, mps or auto (CUDA, else MPS, else the CPU).")]
 PresetOption = Annotated[str, typer.Option(help="maskrcnn, drm, drm_crm or donet (the paper's ablation ladder).")]
 SizeOption = Annotated[str, typer.Option(help="light (CPU: ResNet-18, 64-channel FPN, 512 px) or paper (R50-FPN, GPU).")]
 
@@ -209,7 +210,7 @@ def train_command(
     checkpoint_period: Annotated[Optional[int], typer.Option(help="Checkpoint every N iterations.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="A config.json instead of the options above.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto (CUDA, else MPS, else the CPU).")] = DEFAULTS.device,
+    device: DeviceOption = DEFAULTS.device,
     train_format: FormatOption = None,
     train_images: ImagesOption = None,
     val_format: Annotated[Optional[DataFormat], typer.Option(help="Validation dataset layout.")] = None,
@@ -272,7 +273,7 @@ def evaluate_command(
     model: Annotated[Optional[Path], typer.Option(
         help="Or a checkpoint to run on the ground-truth images (default, without a predictions file: the model "
              "that ships with donet).")] = None,
-    device: Annotated[str, typer.Option(help="With a model: cpu, cuda, mps or auto.")] = DEFAULTS.device,
+    device: DeviceOption = DEFAULTS.device,
     gt_format: FormatOption = None,
     gt_images: ImagesOption = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here.")] = None,
@@ -322,6 +323,7 @@ def cv_command(
     data_format: FormatOption = None,
     images: ImagesOption = None,
     resume: Annotated[bool, typer.Option(help="Keep finished folds and continue an interrupted one.")] = False,
+    device: DeviceOption = DEFAULTS.device,
 ) -> None:
     """k-fold cross-validation: mean and standard deviation of every metric over folds."""
     from .cross_validation import cross_validate
@@ -330,7 +332,8 @@ def cv_command(
     config = TrainConfig.of(preset=preset, size=size, seed=seed, iterations=iterations,
                             train=_data(data, data_format, images))
     try:
-        summary = cross_validate(config, open_dataset(data, data_format, images), folds, out, resume=resume)
+        summary = cross_validate(config, open_dataset(data, data_format, images), folds, out, resume=resume,
+                                 device=device)
     except ValueError as exc:
         raise DonetError(data, str(exc)) from None
     table = Table(title=f"{folds}-fold cross-validation of {preset} ({size}) on {data}")
@@ -353,7 +356,7 @@ def predict_command(
     model: Annotated[Optional[Path], typer.Option(
         help="Checkpoint (.safetensors) from `donet train` or `donet demo` (default: the model that ships with "
              "donet, trained on ISBI 2014).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = DEFAULTS.device,
+    device: DeviceOption = DEFAULTS.device,
     diameter: Annotated[Optional[str], typer.Option(
         help="Typical cell diameter in your images, pixels: images are rescaled so cells match the model's "
              "training size (as in Cellpose); 'auto' estimates it from a first pass over a sample of "
@@ -474,11 +477,13 @@ def demo(
     iterations: Annotated[int, typer.Option(help="Training iterations.")] = 400,
     images: Annotated[int, typer.Option(help="Synthetic training images.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the data and the run.")] = 0,
+    device: DeviceOption = DEFAULTS.device,
 ) -> None:
     """The main job on built-in data: synthesize, train, predict, evaluate, report (no data or network needed)."""
     from .demo import run_demo
 
-    report, results = run_demo(out, train_images=images, iterations=iterations, seed=seed, console=console)
+    report, results = run_demo(out, train_images=images, iterations=iterations, seed=seed, device=device,
+                               console=console)
     print_results(results, "demo: held-out synthetic images")
     console.print(f"report: {report}")
 

@@ -42,9 +42,10 @@ def summarize(per_fold: list[dict]) -> dict:
     return walk([fold["classes"] for fold in per_fold])
 
 
-def cross_validate(config: TrainConfig, dataset: Dataset, folds: int, out: str | Path, resume: bool = False) -> dict:
-    """Train on all folds but one and evaluate on the held-out fold, for each fold.
-    With `resume`, finished folds are kept and an interrupted fold continues."""
+def cross_validate(config: TrainConfig, dataset: Dataset, folds: int, out: str | Path, resume: bool = False,
+                   device: str = "auto") -> dict:
+    """Train on all folds but one and evaluate on the held-out fold, for each fold, on
+    `device`. With `resume`, finished folds are kept and an interrupted fold continues."""
     out = Path(out)
     if not resume:
         ensure_new_dir(out)
@@ -57,9 +58,10 @@ def cross_validate(config: TrainConfig, dataset: Dataset, folds: int, out: str |
             per_fold.append(json.loads(result_path.read_text()))
             continue
         training = [i for i in range(len(dataset)) if i not in set(held_out)]
-        train(config, fold_dir, resume=resume and fold_dir.exists(), train_data=subset(dataset, training))
+        train(config, fold_dir, resume=resume and fold_dir.exists(), train_data=subset(dataset, training),
+              device=device)
         test = subset(dataset, held_out)
-        results = evaluate_model(load_model(fold_dir / "model.safetensors"), test)
+        results = evaluate_model(load_model(fold_dir / "model.safetensors"), test, device)
         write_text_atomic(result_path, json.dumps(json_safe(results), indent=2))
         per_fold.append(results)
     summary = {"folds": folds, "per_fold": per_fold, "summary": summarize(per_fold)}

@@ -41,9 +41,9 @@ def demo_config(train_path: Path, iterations: int, seed: int) -> TrainConfig:
 
 
 def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations: int = 400, seed: int = 0,
-             console: Console | None = None) -> tuple[Path, dict]:
-    """Everything under `out` (which must not exist); returns the report's path and the
-    held-out images' scores."""
+             device: str = "auto", console: Console | None = None) -> tuple[Path, dict]:
+    """Everything under `out` (which must not exist), on `device`; returns the report's path
+    and the held-out images' scores."""
     console = console or Console(stderr=True)
 
     def step(number: int, doing: str) -> None:
@@ -58,21 +58,22 @@ def run_demo(out: Path, train_images: int = 32, val_images: int = 6, iterations:
 
         step(2, f"training the light DoNet preset from scratch, {iterations} iterations")
         torch.manual_seed(seed)
-        summary = train(demo_config(folder / "data" / "train", iterations, seed), folder / "run", console=console)
+        summary = train(demo_config(folder / "data" / "train", iterations, seed), folder / "run", console=console,
+                        device=device)
 
         step(3, "predicting the held-out images")
         model = load_model(folder / "run" / "model.safetensors")
         val_dir = folder / "data" / "val" / "images"
         paths = sorted(val_dir.glob("*.png"))
         (folder / "predictions").mkdir()
-        report = segment_files(Segmenter(model, InferenceSettings()), paths, folder / "predictions",
+        report = segment_files(Segmenter(model, InferenceSettings(device=device)), paths, folder / "predictions",
                                Exports(geojson=True, overlay=True, heatmaps=True, measure=True))
         if report.failures:
             raise RuntimeError(f"prediction failed: {report.failures[0].problem}")
 
         step(4, "evaluating against the ground truth")
         truth = open_dataset(folder / "data" / "val")
-        results = evaluate_model(model, truth, paper_score_threshold=0.5)
+        results = evaluate_model(model, truth, device, paper_score_threshold=0.5)
         write_text_atomic(folder / "evaluation.json", json.dumps(json_safe(results), indent=2))
 
         step(5, "writing the report")

@@ -142,10 +142,10 @@ class Processes:
 
     def device(self, name: str = "auto") -> torch.device:
         """The device `name` stands for in this process, for training and inference alike:
-        "cpu", "cuda" (one GPU per process on a machine), "mps", or "auto" (CUDA, else MPS,
-        else the CPU). One asked for and absent is a one-line error."""
+        "cpu", "cuda" (under torchrun, one GPU per process on a machine; else the current
+        one), "mps", or "auto" (CUDA, else MPS, else the CPU). One asked for and absent is a one-line error."""
         kind = _device_type(name)
-        return torch.device("cuda", self.local_rank) if kind == "cuda" else torch.device(kind)
+        return torch.device("cuda", self.local_rank) if kind == "cuda" and self.world > 1 else torch.device(kind)
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():

@@ -41,7 +41,8 @@ def test_cv_keeps_a_finished_fold_trains_the_other_and_reports_mean_and_spread(t
     (tmp_path / "cv" / "fold_0").mkdir(parents=True)
     (tmp_path / "cv" / "fold_0" / "evaluation.json").write_text(json.dumps(json_safe(perfect)))
     done = runner.invoke(app, ["cv", str(tmp_path / "data"), "--out", str(tmp_path / "cv"), "--folds", "2",
-                               "--iterations", "1", "--preset", "maskrcnn", "--resume"], catch_exceptions=False)
+                               "--iterations", "1", "--preset", "maskrcnn", "--resume", "--device", "cpu"],
+                         catch_exceptions=False)
     assert done.exit_code == 0, done.output
     assert not (tmp_path / "cv" / "fold_0" / "model.safetensors").exists()  # not trained again
     assert (tmp_path / "cv" / "fold_1" / "model.safetensors").is_file()

@@ -54,7 +54,7 @@ def check_report_pictures(out, report, predictions):
 def test_demo_writes_a_report_that_shows_every_stage(tmp_path):
     out = tmp_path / "demo"
     run = subprocess.run([sys.executable, "-m", "donet", "demo", "--out", str(out), "--iterations", "10",
-                          "--images", "2"], capture_output=True, text=True)
+                          "--images", "2", "--device", "cpu"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     # The demo's figures are those `donet evaluate` computes from its model and data.
     rerun = subprocess.run([sys.executable, "-m", "donet", "evaluate", "--model", str(out / "run" / "model.safetensors"),
