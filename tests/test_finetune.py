@@ -23,13 +23,12 @@ def test_init_takes_the_fine_tune_schedule_and_options_still_override():
     data = {"path": "data"}
     tuned = TrainConfig.of(init="default", train=data)
     schedule = SCHEDULES["finetune"]
-    assert (tuned.optimizer, tuned.base_lr, tuned.iterations, tuned.freeze_batchnorm, tuned.trainable_backbone_layers) == (
-        schedule["optimizer"], schedule["base_lr"], schedule["iterations"], True, 3)
+    assert (tuned.optimizer, tuned.base_lr, tuned.iterations, tuned.freeze_batchnorm) == (
+        schedule["optimizer"], schedule["base_lr"], schedule["iterations"], True)
     assert tuned.lr_steps == tuple(int(schedule["iterations"] * f) for f in schedule["decay_at"])
     assert (tuned.preset, tuned.size) == (None, None)  # the model's own
     scratch = TrainConfig.of(train=data)
-    assert (scratch.preset, scratch.size, scratch.base_lr, scratch.freeze_batchnorm,
-            scratch.trainable_backbone_layers) == ("donet", "light", 0.001, False, 5)
+    assert (scratch.preset, scratch.size, scratch.base_lr, scratch.freeze_batchnorm) == ("donet", "light", 0.001, False)
     overridden = TrainConfig.of(init="default", train=data, iterations=40, base_lr=3e-4)
     assert (overridden.iterations, overridden.base_lr, overridden.lr_steps) == (40, 3e-4, (30, 36))
 
@@ -77,12 +76,7 @@ def test_fine_tuning_changes_the_weights_not_the_architecture_scale_or_batchnorm
     shipped, model = load_model(), load_model(root / "run" / "model.safetensors")
     assert model.config == shipped.config  # architecture and pixel scale (cell diameter 135 px) kept
     before, after = shipped.state_dict(), model.state_dict()
-    changed = {k for k in before if k.endswith(".weight") and not torch.equal(before[k], after[k])}
-    # The fine-tune schedule trains the backbone's last 3 stages, and everything after it.
-    body = "backbone.body."
-    assert not {k for k in changed if k.startswith((body + "conv1", body + "bn1", body + "layer1"))}
-    assert {body + "layer2.0.conv1.weight", body + "layer4.1.conv2.weight", "backbone.fpn.layer_blocks.0.0.weight",
-            "roi_heads.box_predictor.cls_score.weight"} <= changed
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith(".weight"))
     statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
     assert statistics and all(torch.allclose(before[k], after[k]) for k in statistics)
     card = json.loads((root / "run" / "model_card.json").read_text())

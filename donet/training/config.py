@@ -96,9 +96,6 @@ class TrainConfig(BaseModel):
     low_resolution: LowResolution | None = None
 
     freeze_batchnorm: bool  # (schedule) BatchNorm layers keep their running statistics
-    # (schedule) The backbone's stages trained, from the last (torchvision's convention): 5 all,
-    # 3 leaves the stem and the first residual stage as they are.
-    trainable_backbone_layers: int = Field(ge=0, le=5)
     log_period: int = Field(ge=1)  # (schedule)
     checkpoint_period: int = Field(ge=1)  # (schedule)
     eval_period: int = Field(ge=1)  # (schedule)
@@ -119,8 +116,7 @@ class TrainConfig(BaseModel):
         defaults = {"optimizer": schedule["optimizer"], "iterations": schedule["iterations"],
                     "base_lr": schedule["base_lr"], "train_scales": schedule["scales"],
                     "clip_grad_norm": schedule["clip_grad_norm"], "checkpoint_period": schedule["checkpoint_period"],
-                    "log_period": schedule["log_period"], "freeze_batchnorm": schedule["freeze_batchnorm"],
-                    "trainable_backbone_layers": schedule["trainable_backbone_layers"]}
+                    "log_period": schedule["log_period"], "freeze_batchnorm": schedule["freeze_batchnorm"]}
         iterations = data.get("iterations", schedule["iterations"])
         if isinstance(iterations, int) and iterations > 0:  # else the field's own check reports it
             defaults |= {"warmup_iterations": int(iterations * schedule["warmup"]),

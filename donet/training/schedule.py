@@ -15,10 +15,10 @@ import torch
 SCHEDULES = {
     "paper": {"optimizer": "sgd", "iterations": 60000, "base_lr": 0.001, "warmup": 1 / 60, "decay_at": (5 / 6, 11 / 12),
               "scales": (0.8, 0.84, 0.88, 0.92, 0.96, 1.0), "clip_grad_norm": 0.0, "checkpoint_period": 500,
-              "eval_every": 1 / 12, "log_period": 20, "freeze_batchnorm": False, "trainable_backbone_layers": 5},
+              "eval_every": 1 / 12, "log_period": 20, "freeze_batchnorm": False},
     "light": {"optimizer": "adamw", "iterations": 2000, "base_lr": 0.001, "warmup": 0.1, "decay_at": (0.75, 0.9),
               "scales": (0.875, 0.9375, 1.0, 1.0625, 1.125), "clip_grad_norm": 10.0, "checkpoint_period": 100,
-              "eval_every": 0.25, "log_period": 10, "freeze_batchnorm": False, "trainable_backbone_layers": 5},
+              "eval_every": 0.25, "log_period": 10, "freeze_batchnorm": False},
     # Fine-tuning a trained model (`TrainConfig.init`) on a few of one's own images (2-20) on
     # a CPU: a short warm-up and a low rate, so the model adapts without forgetting; crops at
     # the model's own pixel scale (see `trainer.crop_side`) keep each step's cost independent
@@ -28,7 +28,7 @@ SCHEDULES = {
     # 1.7x slower (benchmarks/results/finetune_shift_1024.json).
     "finetune": {"optimizer": "adamw", "iterations": 200, "base_lr": 0.0001, "warmup": 0.05, "decay_at": (0.75, 0.9),
                  "scales": (0.875, 0.9375, 1.0, 1.0625, 1.125), "clip_grad_norm": 10.0, "checkpoint_period": 50,
-                 "eval_every": 0.25, "log_period": 10, "freeze_batchnorm": True, "trainable_backbone_layers": 3},
+                 "eval_every": 0.25, "log_period": 10, "freeze_batchnorm": True},
 }
 
 

@@ -177,7 +177,6 @@ def build_run(config: TrainConfig, paths: RunPaths, processes: Processes, train_
         model.transform.max_size = round(max(config.train_scales or (1.0,)) * crop * ratio) + 1
     elif config.train_scales:
         model.transform.min_size = tuple(round(scale * model.config.min_size) for scale in config.train_scales)
-    freeze_backbone_stages(model, config.trainable_backbone_layers)
     parameters = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(parameters, lr=config.base_lr, weight_decay=config.weight_decay)
@@ -218,15 +217,6 @@ def initial_model(config: TrainConfig) -> DoNet:
         raise DonetError(path or DEFAULT_MODEL, f"the model to fine-tune is not {named} ({', '.join(differ)} "
                                                 "differ); leave out --preset and --size to keep its own")
     return model
-
-
-def freeze_backbone_stages(model: DoNet, trainable: int) -> None:
-    """Train only the last `trainable` stages of the ResNet body (torchvision's
-    `trainable_layers`): the others keep their weights and cost no backward pass."""
-    stages = ("layer4", "layer3", "layer2", "layer1", "conv1")[:trainable] + (("bn1",) if trainable == 5 else ())
-    for name, parameter in model.backbone.body.named_parameters():
-        if not name.startswith(stages):
-            parameter.requires_grad_(False)
 
 
 def crop_side(model: DoNet, train_set: Sequence[AnnotatedImage]) -> int:
