@@ -434,6 +434,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "finetune_shift_v2": lambda: finetune_shift("finetune_shift_v2"),
     "finetune_shift_v3": lambda: finetune_shift("finetune_shift_v3"),
     "finetune_shift_1024": lambda: finetune_shift("finetune_shift_1024"),
+    "finetune_shift_1024_frozen": lambda: finetune_shift("finetune_shift_1024_frozen"),
     "finetune_split": lambda: finetune_shift("finetune_split"), "model_speed": model_speed, "tiling": tiling,
     "slides": slides, "default_recipe_test90": default_recipe_test90, "shipped_test90": shipped_test90,
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,
