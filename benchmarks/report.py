@@ -154,6 +154,23 @@ def onnx_backbone() -> str:
     return table([f"ResNet-18 + FPN, {data['images']} test90 images", "seconds per image"], rows, "onnx_backbone_cpu")
 
 
+def compile_cpu() -> str:
+    data = load("compile_cpu")
+    seconds, compiling, difference = (data[k] for k in ("seconds_per_image", "compile_seconds",
+                                                        "max_abs_difference_vs_eager"))
+    rows = []
+    for name, value in seconds.items():
+        if isinstance(value, str):  # the compile failed: why
+            rows.append([name, value, "", ""])
+            continue
+        key = name.removesuffix(", compiled") if name.endswith(", compiled") else name
+        rows.append([name, f"{value:.3f}", f"{compiling[key]:.0f}" if key in compiling else "",
+                     f"{difference[key]:.1e}" if key in difference else ""])
+    rows.append(["whole network compiled: graph breaks", str(data.get("whole_network_graph_breaks", "")), "", ""])
+    return table([f"engine's CPU copy, {data['images']} test90 images, one at a time", "seconds per image",
+                  "compile seconds", "largest difference vs eager"], rows, "compile_cpu")
+
+
 def stage_profile() -> str:
     data = load("stage_profile_cpu")
     forward = data["forward_seconds_per_image"]
@@ -429,7 +446,7 @@ def cluster_aug() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "index": index, "synth_throughput": synth_throughput, "evaluation_speed": evaluation_speed, "demo": demo,
-    "throughput": throughput, "throughput_cpu_s9": lambda: throughput("throughput_cpu_s9"), "onnx_backbone": onnx_backbone, "stage_profile": stage_profile,
+    "throughput": throughput, "throughput_cpu_s9": lambda: throughput("throughput_cpu_s9"), "onnx_backbone": onnx_backbone, "compile_cpu": compile_cpu, "stage_profile": stage_profile,
     "measurements": measurements,
     "diameter_auto": diameter_auto, "focus_stacks": focus_stacks, "finetune_shift": finetune_shift, "finetune_shift_v2": lambda: finetune_shift("finetune_shift_v2"),
     "finetune_shift_v3": lambda: finetune_shift("finetune_shift_v3"),
