@@ -21,13 +21,15 @@ def test_cv_keeps_a_finished_fold_trains_the_other_and_reports_mean_and_spread(t
     seen = {}
     train, evaluate_model = cross_validation.train, cross_validation.evaluate_model
 
-    def training(config, out, resume, train_data):
+    def training(config, out, resume, train_data, device):
         seen["trained"] = [train_data[i].name for i in range(len(train_data))]
-        return train(config, out, resume=resume, train_data=train_data)
+        seen["devices"] = [device]
+        return train(config, out, resume=resume, train_data=train_data, device=device)
 
-    def evaluating(model, truth):
+    def evaluating(model, truth, device):
         seen["scored"] = [truth[i].name for i in range(len(truth))]
-        return evaluate_model(model, truth)
+        seen["devices"].append(device)
+        return evaluate_model(model, truth, device)
 
     monkeypatch.setattr(cross_validation, "train", training)
     monkeypatch.setattr(cross_validation, "evaluate_model", evaluating)
@@ -48,7 +50,8 @@ def test_cv_keeps_a_finished_fold_trains_the_other_and_reports_mean_and_spread(t
     assert (tmp_path / "cv" / "fold_1" / "model.safetensors").is_file()
     fold_1 = json.loads((tmp_path / "cv" / "fold_1" / "evaluation.json").read_text())
     # Trained on fold 0's images, scored on its own held-out images only.
-    assert seen == {"trained": [data.names[i] for i in held_out[0]], "scored": [data.names[i] for i in held_out[1]]}
+    assert seen == {"trained": [data.names[i] for i in held_out[0]], "scored": [data.names[i] for i in held_out[1]],
+                    "devices": ["cpu", "cpu"]}  # --device reaches training and scoring
     assert fold_1["images"] == len(held_out[1])
     assert fold_1["images_without_predictions"] == 0
     summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
