@@ -31,9 +31,9 @@ def _device_type(name: str) -> str:
         return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if name not in available:
-        raise DonetError(None, f"--device {name}: not one of auto, cpu, cuda, mps")
+        raise DonetError(None, f"device {name!r} is not one of auto, cpu, cuda, mps")
     if not available[name]:
-        raise DonetError(None, f"--device {name}: no {name.upper()} device is available")
+        raise DonetError(None, f"device {name!r}: no {name.upper()} device is available")
     return name
 
 

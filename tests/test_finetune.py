@@ -118,5 +118,5 @@ def test_training_refuses_a_device_it_cannot_use_before_making_the_run(tuned):
     for device, problem in [("tpu", "not one of auto, cpu, cuda, mps"), *([(absent, "no ")] if absent else [])]:
         refused = donet("train", "--train", root / "data", "--init", "default", "--device", device,
                         "--out", root / device)
-        one_line_error(refused, f"--device {device}", problem)
+        one_line_error(refused, f"device '{device}'", problem)
         assert not (root / device).exists()

@@ -4,7 +4,8 @@ import tifffile
 from PIL import Image
 
 from donet.errors import DonetError
-from donet.io.images import read_image, read_mask, write_image
+from donet.io.images import open_image, read_image, read_mask, write_image
+from donet.io.names import output_name
 
 
 def test_16_bit_png_and_tiff_keep_their_depth(tmp_path):
@@ -14,6 +15,16 @@ def test_16_bit_png_and_tiff_keep_their_depth(tmp_path):
     for name in ("a.png", "a.tif"):
         read = read_image(tmp_path / name)
         assert read.dtype == np.uint16 and np.array_equal(read, pixels)
+
+
+def test_bigtiff_is_written_read_and_named_as_a_tiff(tmp_path):
+    pixels = (np.arange(48 * 64) % 251).astype(np.uint8).reshape(48, 64)
+    write_image(tmp_path / "a.ome.btf", pixels)
+    with tifffile.TiffFile(tmp_path / "a.ome.btf") as tif:
+        assert tif.is_bigtiff
+    assert np.array_equal(read_image(tmp_path / "a.ome.btf"), pixels)
+    assert np.array_equal(open_image(tmp_path / "a.ome.btf"), pixels)
+    assert output_name(tmp_path / "a.ome.btf") == "a"
 
 
 def test_multichannel_tiff_channel_first_becomes_channel_last(tmp_path):

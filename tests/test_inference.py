@@ -180,7 +180,7 @@ def test_files_are_reported_in_order_with_the_problem_of_a_bad_one(model, fields
 
 
 def test_reduced_precision_needs_cuda(model):
-    with pytest.raises(DonetError, match="--precision bf16 needs a CUDA device"):
+    with pytest.raises(DonetError, match="precision bf16 needs a CUDA device"):
         Segmenter(model, device="cpu", precision="bf16")
     with pytest.raises(DonetError, match="bad setting precision"):
         Segmenter(model, precision="fp8")

@@ -48,7 +48,7 @@ def predict(*args):
 def test_patterns_and_folders_expand_to_their_images_in_the_order_given(tmp_path):
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
-    for name in ("a.png", "b.tif", "c.jpg", "notes.txt", "sub/d.png", "sub/e.TIF"):
+    for name in ("a.png", "b.tif", "c.jpg", "notes.txt", "sub/d.png", "sub/e.TIF", "sub/f.ome.btf"):
         (folder / name).write_bytes(b"")
     (folder / "stack.png").mkdir()  # a folder named like an image is no image
 
@@ -62,7 +62,7 @@ def test_patterns_and_folders_expand_to_their_images_in_the_order_given(tmp_path
     assert names(folder / "sub" / "*.[Tt][Ii][Ff]") == ["sub/e.TIF"]
     # Files, patterns and folders keep the order given; a folder gives its images, sorted.
     assert names(folder / "c.jpg", folder / "[ab].*", folder / "sub") == ["c.jpg", "a.png", "b.tif", "sub/d.png",
-                                                                          "sub/e.TIF"]
+                                                                          "sub/e.TIF", "sub/f.ome.btf"]  # BigTIFF too
     assert names(folder)[:3] == ["a.png", "b.tif", "c.jpg"]  # (see the next test)
     assert names(folder / "missing.png") == ["missing.png"]  # reported when it is read
     with pytest.raises(DonetError, match="matches no file"):

@@ -71,7 +71,8 @@ Input = np.ndarray | AnnotatedImage | str | Path
 
 class Segmenter:
     """`model` under `settings` (or settings given as options, e.g. `score_threshold=0.3`),
-    on the settings' device; under torchrun, `processes` shares slides' tiles."""
+    on the settings' device (the model is moved there and put in eval mode); under
+    torchrun, `processes` shares slides' tiles."""
 
     def __init__(self, model: DoNet, settings: InferenceSettings | None = None,
                  processes: Processes | None = None, **options):
@@ -82,7 +83,7 @@ class Segmenter:
         self.device = self.processes.device(self.settings.device)
         self.settings = self.settings.on_device(self.device.type)
         if self.settings.precision != "fp32" and self.device.type != "cuda":
-            raise DonetError(None, f"--precision {self.settings.precision} needs a CUDA device")
+            raise DonetError(None, f"precision {self.settings.precision} needs a CUDA device")
         self.scale = settings_scale(model.config, self.settings.diameter)
         # With diameter="auto", the typical cell diameter `settled_on` a set of images found:
         # such a segmenter runs every image at the scale it chose (see `segment_many`).
@@ -370,7 +371,8 @@ def _for_inference(model: DoNet) -> DoNet:
     """A copy of `model` for the CPU that computes the same within float rounding (3e-5 on the
     shipped model's mask probabilities), faster: BatchNorm folded into the convolutions
     before it, and channels-last tensors, which oneDNN's convolutions run about a quarter
-    faster (benchmarks/throughput.py). The model itself is left as it is: it may be training."""
+    faster (benchmarks/throughput.py). The model's own modules stay unfused, so a model
+    validated during training goes on training."""
     network = copy.deepcopy(model)
     for module in network.modules():
         names = list(module._modules)

@@ -13,7 +13,8 @@ from ..atomic import atomic_path
 from ..errors import DonetError
 from .planes import Planes, select
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")  # .btf, .tf8: BigTIFF, which PIL cannot read
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES, ".bmp")
 MAX_PIXELS = 2 ** 31  # beyond this a single plane no longer fits the RLE size fields
 
 
@@ -24,7 +25,7 @@ def read_image(path: str | Path, planes: Planes = Planes()) -> np.ndarray:
     if not path.is_file():
         raise DonetError(path, "no such image file")
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
+        if path.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
                 axes, pixels = tif.series[0].axes, tif.series[0].asarray()
             if len(axes) == 3 and axes[0] in "QIS" and pixels.shape[0] in (1, 3, 4) and planes.channel is None:
@@ -64,7 +65,7 @@ def read_image(path: str | Path, planes: Planes = Planes()) -> np.ndarray:
 def open_image(path: Path, planes: Planes = Planes()) -> np.ndarray:
     """Pixels; a large uncompressed TIFF is memory-mapped so tiles are read as needed.
     `planes`: which focal plane, time and channel of a stack."""
-    if path.suffix.lower() in (".tif", ".tiff") and path.is_file() and planes.channel is None:
+    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file() and planes.channel is None:
         try:
             pixels = tifffile.memmap(path, mode="r")
             # Only what the model reads as stored: native 8- or 16-bit, gray or colour.
@@ -93,7 +94,7 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
 def write_image(path: str | Path, pixels: np.ndarray) -> None:
     path = Path(path)
     with atomic_path(path) as tmp:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            tifffile.imwrite(tmp, pixels)
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            tifffile.imwrite(tmp, pixels, bigtiff=path.suffix.lower() in (".btf", ".tf8"))
         else:
             Image.fromarray(pixels).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])

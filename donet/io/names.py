@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .images import TIFF_SUFFIXES
+
 
 def output_name(path: Path) -> str:
     """A file's name less its suffix (`.ome.tif` whole)."""
-    return path.stem.removesuffix(".ome") if path.suffix.lower() in (".tif", ".tiff") else path.stem
+    return path.stem.removesuffix(".ome") if path.suffix.lower() in TIFF_SUFFIXES else path.stem
 
 
 def unique_names(paths: list[Path]) -> list[str]:

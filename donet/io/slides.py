@@ -17,9 +17,10 @@ import numpy as np
 import tifffile
 
 from ..errors import DonetError
+from .images import TIFF_SUFFIXES as IMAGE_TIFF_SUFFIXES
 from .planes import Planes, arrange
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".tf8")
+TIFF_SUFFIXES = (*IMAGE_TIFF_SUFFIXES, ".svs")
 OPENSLIDE_SUFFIXES = (".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".dcm")
 SLIDE_PIXELS = 2 ** 28  # a flat TIFF larger than this (16384 x 16384) is read as a slide too
 _MICRONS = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
