@@ -167,6 +167,7 @@ def compile_cpu() -> str:
         rows.append([name, f"{value:.3f}", f"{compiling[key]:.0f}" if key in compiling else "",
                      f"{difference[key]:.1e}" if key in difference else ""])
     rows.append(["whole network compiled: graph breaks", str(data.get("whole_network_graph_breaks", "")), "", ""])
+    rows += [[f"  {reason}", str(count), "", ""] for reason, count in data.get("graph_break_reasons", {}).items()]
     return table([f"engine's CPU copy, {data['images']} test90 images, one at a time", "seconds per image",
                   "compile seconds", "largest difference vs eager"], rows, "compile_cpu")
 

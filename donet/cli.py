@@ -177,7 +177,8 @@ def _data(path: Path | None, format: DataFormat | None, images: Path | None) -> 
     return {"path": str(path), "format": format, "images": None if images is None else str(images)}
 
 
-DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, mps or auto (CUDA, else MPS, else the CPU).")]
+DeviceOption = Annotated[str, typer.Option(
+    help="cpu, cuda, mps or auto (CUDA, else MPS, else the CPU; training takes MPS only when asked).")]
 PresetOption = Annotated[str, typer.Option(help="maskrcnn, drm, drm_crm or donet (the paper's ablation ladder).")]
 SizeOption = Annotated[str, typer.Option(help="light (CPU: ResNet-18, 64-channel FPN, 512 px) or paper (R50-FPN, GPU).")]
 

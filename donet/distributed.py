@@ -26,9 +26,12 @@ from .atomic import atomic_dir
 from .errors import DonetError, ProcessLost
 
 
-def _device_type(name: str) -> str:
+def _device_type(name: str, training: bool = False) -> str:
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        # Training takes MPS only when asked: before torchvision 0.29, RoIAlign's MPS backward
+        # over-accumulated gradients and detection training diverged (pytorch/vision#9510).
+        mps = torch.backends.mps.is_available() and not training
+        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if name not in available:
         raise DonetError(None, f"device {name!r} is not one of auto, cpu, cuda, mps")
@@ -140,11 +143,12 @@ class Processes:
         self._collective(dist.broadcast_object_list, box, 0)
         return box[0]
 
-    def device(self, name: str = "auto") -> torch.device:
+    def device(self, name: str = "auto", training: bool = False) -> torch.device:
         """The device `name` stands for in this process, for training and inference alike:
         "cpu", "cuda" (under torchrun, one GPU per process on a machine; else the current
-        one), "mps", or "auto" (CUDA, else MPS, else the CPU). One asked for and absent is a one-line error."""
-        kind = _device_type(name)
+        one), "mps", or "auto" (CUDA, else MPS, else the CPU; `training`: CUDA, else the
+        CPU). One asked for and absent is a one-line error."""
+        kind = _device_type(name, training)
         return torch.device("cuda", self.local_rank) if kind == "cuda" and self.world > 1 else torch.device(kind)
 
     def close(self) -> None:

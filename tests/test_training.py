@@ -311,3 +311,14 @@ def test_a_bad_config_file_names_the_field_in_one_line(tmp_path, change, problem
     with pytest.raises(DonetError, match=problem) as error:
         TrainConfig.load(tmp_path / "config.json")
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("cuda, mps, inference, training", [(True, True, "cuda", "cuda"), (False, True, "mps", "cpu"),
+                                                            (False, False, "cpu", "cpu")])
+def test_auto_device_trains_on_mps_only_when_asked(monkeypatch, cuda, mps, inference, training):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    processes = Processes()
+    assert processes.device("auto").type == inference and processes.device("auto", training=True).type == training
+    if mps:
+        assert processes.device("mps", training=True).type == "mps"  # asked for: taken

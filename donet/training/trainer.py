@@ -444,7 +444,7 @@ def train(config: TrainConfig | None, out: str | Path, resume: bool = False,
     """
     console = console or Console(stderr=True)
     paths, processes = RunPaths(Path(out)), Processes.from_environment(device)
-    training_device = processes.device(device)  # an absent device is refused before the run folder is made
+    training_device = processes.device(device, training=True)  # refused before the run folder is made
     # A model to fine-tune that contradicts the config is found before the run folder is made.
     initial = initial_model(config) if config is not None and config.init is not None and not resume else None
     config, train_set, val_set = open_run(paths, processes, config, resume, train_data, val_data)
