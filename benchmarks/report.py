@@ -166,8 +166,11 @@ def compile_cpu() -> str:
         key = name.removesuffix(", compiled") if name.endswith(", compiled") else name
         rows.append([name, f"{value:.3f}", f"{compiling[key]:.0f}" if key in compiling else "",
                      f"{difference[key]:.1e}" if key in difference else ""])
+    rows += [[f"{name}: speed-up over eager, each round", ", ".join(f"{v:.2f}x" for v in values), "", ""]
+             for name, values in data.get("speedup_over_eager_per_round", {}).items()]
     rows.append(["whole network compiled: graph breaks", str(data.get("whole_network_graph_breaks", "")), "", ""])
-    rows += [[f"  {reason}", str(count), "", ""] for reason, count in data.get("graph_break_reasons", {}).items()]
+    rows += [[f"- {' '.join(reason.replace('|', '/').split())}", str(count), "", ""]
+             for reason, count in data.get("graph_break_reasons", {}).items()]
     return table([f"engine's CPU copy, {data['images']} test90 images, one at a time", "seconds per image",
                   "compile seconds", "largest difference vs eager"], rows, "compile_cpu")
 
