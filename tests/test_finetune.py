@@ -1,21 +1,26 @@
 """Fine-tuning from a trained model (`donet train --init`): its schedule, what it keeps of
 the model, and the crops it trains on."""
 
+import itertools
 import json
 
 import numpy as np
 import pytest
 import torch
 from commands import donet, one_line_error
+from torchvision.ops import masks_to_boxes
 
 from donet.atomic import atomic_dir
 from donet.data import SynthConfig, generate
 from donet.data.stats import median_diameter
 from donet.errors import DonetError
 from donet.io import write_dataset
+from donet.modeling import image_tensor
+from donet.modeling.roi_heads import INTERSECTION
+from donet.modeling.targets import training_target
 from donet.modeling.weights import load_model
 from donet.training import TrainConfig, train
-from donet.training.augment import random_crop
+from donet.training.augment import apply_flips, draw_window, unflipped_window, window_sample, without_slivers
 from donet.training.schedule import SCHEDULES
 
 
@@ -33,29 +38,27 @@ def test_init_takes_the_fine_tune_schedule_and_options_still_override():
     assert (overridden.iterations, overridden.base_lr, overridden.lr_steps) == (40, 3e-4, (30, 36))
 
 
-def test_crops_keep_what_lies_inside_with_boxes_shrunk_to_it():
-    masks = torch.zeros((3, 100, 120), dtype=torch.uint8)
-    masks[0, 10:40, 10:60] = 1  # cut by any crop that starts past row 10 or column 10
-    masks[1, 70:74, 100:104] = 2  # 16 pixels: kept whole, dropped when cut at all
-    masks[2, 50:90, 20:50] = 1
-    target = {"boxes": torch.tensor([[10, 10, 60, 40], [100, 70, 104, 74], [20, 50, 50, 90]], dtype=torch.float32),
-              "labels": torch.tensor([1, 2, 1]), "masks": masks}
-    image = torch.arange(100 * 120, dtype=torch.float32).reshape(1, 100, 120).expand(3, -1, -1)
-    small_kept = []
-    for seed in range(20):
-        rng = np.random.default_rng(seed)
-        cropped, kept = random_crop(image, target, 64, rng)
-        y, x = divmod(int(cropped[0, 0, 0]), 120)  # where the window was taken
-        assert cropped.shape == (3, 64, 64)
-        window = masks[:, y:y + 64, x:x + 64]
-        inside = [k for k in range(3) if (window[k] > 0).sum() >= 16]
-        assert kept["labels"].tolist() == target["labels"][inside].tolist()
-        assert torch.equal(kept["masks"], window[inside])
-        small_kept.append(1 in inside)
-        for box, mask in zip(kept["boxes"], kept["masks"]):
-            rows, cols = torch.nonzero(mask, as_tuple=True)
-            assert box.tolist() == [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
-    assert any(small_kept) and not all(small_kept)  # both sides of the threshold were drawn
+def test_a_window_cut_before_decomposing_and_mirroring_is_the_mirrored_whole_image_cut_after():
+    """Fine-tuning cuts its window from the annotated image first: the image, each pixel's
+    decomposition code, the boxes (shrunk to what lies inside) and the instances kept (16
+    pixels or more) are those of the whole image's target, mirrored, then cut."""
+    sample = generate(0, SynthConfig(size=(150, 170), cells=(6, 8)), seed=3)
+    side, slivers = 64, []
+    for seed, flips in itertools.product(range(6), itertools.product((False, True), repeat=3)):
+        image, target = apply_flips(image_tensor(sample.image), training_target(sample), flips)
+        y, x = draw_window(np.random.default_rng(seed), image.shape[-2:], side)
+        masks = target["masks"][:, y:y + side, x:x + side]
+        pixels = (masks > 0).flatten(1).sum(dim=1)
+        keep = pixels >= 16
+        slivers.append(bool(((pixels > 0) & ~keep).any()))
+        window = window_sample(sample, *unflipped_window(y, x, side, sample.size, flips), side)
+        cut_image, cut = apply_flips(image_tensor(window.image), training_target(window), flips)
+        cut = without_slivers(cut)
+        assert torch.equal(cut_image, image[:, y:y + side, x:x + side])
+        assert torch.equal(cut["masks"], masks[keep]) and torch.equal(cut["labels"], target["labels"][keep])
+        assert torch.equal(cut["boxes"], masks_to_boxes(masks[keep] > 0) + torch.tensor([0, 0, 1, 1]))
+    assert any(slivers)  # instances the edge cut to a few pixels were drawn, and dropped
+    assert (training_target(sample)["masks"] == INTERSECTION).any()  # the cells overlap
 
 
 @pytest.fixture(scope="module")

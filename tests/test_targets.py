@@ -8,7 +8,7 @@ import torch
 from donet.data import AnnotatedImage, CellClass, Instance
 from donet.modeling import training_target
 from donet.modeling.roi_heads import COMPLEMENT, INTERSECTION, roi_mask_targets
-from donet.training.augment import flip, random_flips
+from donet.training.augment import apply_flips, draw_flips, flip
 
 HEIGHT, WIDTH = 40, 64  # not square: an axis mixed up shows
 
@@ -71,7 +71,7 @@ def test_random_flips_keep_boxes_and_masks_together(sample):
     seen = set()
     rng = np.random.default_rng(0)
     for _ in range(24):
-        flipped_image, flipped = random_flips(image, target, rng, horizontal=True, vertical=True)
+        flipped_image, flipped = apply_flips(image, target, draw_flips(rng, horizontal=True, vertical=True))
         assert torch.equal(flipped["boxes"], tight_boxes(flipped["masks"]))
         # Which flips were made, read off the image's corner value: each mask followed it.
         corner = int(flipped_image[0, 0, 0])
@@ -81,7 +81,7 @@ def test_random_flips_keep_boxes_and_masks_together(sample):
         assert np.array_equal(flipped["masks"].numpy() > 0, expected)
         seen.add((horizontal, vertical))
     assert len(seen) == 4
-    same_image, same = random_flips(image, target, rng, horizontal=False, vertical=False)
+    same_image, same = apply_flips(image, target, draw_flips(rng, horizontal=False, vertical=False))
     assert same_image is image and same is target
 
 
@@ -101,7 +101,7 @@ def test_with_transposes_all_eight_symmetries_of_the_square_come_with_their_mask
     seen = set()
     rng = np.random.default_rng(0)
     for _ in range(64):
-        moved_image, moved = random_flips(image, target, rng, horizontal=True, vertical=True, transposed=True)
+        moved_image, moved = apply_flips(image, target, draw_flips(rng, horizontal=True, vertical=True, transposed=True))
         key = int(moved_image[0, 0, 0]), int(moved_image[0, 0, 1])
         assert np.array_equal(moved["masks"].numpy() > 0, symmetries[key])
         assert torch.equal(moved["boxes"], tight_boxes(moved["masks"]))

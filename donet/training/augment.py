@@ -1,10 +1,12 @@
-"""Training-time augmentation on (image tensor, target) pairs."""
+"""Training-time augmentation on (image tensor, target) pairs, and the random windows that
+fine-tuning crops from annotated images."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import masks_to_boxes
+
+from ..data.instances import AnnotatedImage, Instance
 
 
 def flip(image: torch.Tensor, target: dict[str, torch.Tensor], horizontal: bool) -> tuple[torch.Tensor, dict]:
@@ -23,16 +25,61 @@ def transpose(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[tor
                                      "masks": target["masks"].transpose(-1, -2)}
 
 
-def random_flips(image, target, rng: np.random.Generator, horizontal: bool, vertical: bool, transposed: bool = False):
+Flips = tuple[bool, bool, bool]  # horizontal, vertical, transposed
+
+
+def draw_flips(rng: np.random.Generator, horizontal: bool, vertical: bool, transposed: bool = False) -> Flips:
     """Each allowed mirroring with probability 1/2: with all three, the eight symmetries of
     the square (the 90-degree rotations among them) come equally often."""
-    if horizontal and rng.random() < 0.5:
+    return (horizontal and rng.random() < 0.5, vertical and rng.random() < 0.5, transposed and rng.random() < 0.5)
+
+
+def apply_flips(image, target, flips: Flips):
+    """Mirror an image with its target as `flips` says (see `draw_flips`)."""
+    horizontal, vertical, transposed = flips
+    if horizontal:
         image, target = flip(image, target, horizontal=True)
-    if vertical and rng.random() < 0.5:
+    if vertical:
         image, target = flip(image, target, horizontal=False)
-    if transposed and rng.random() < 0.5:
+    if transposed:
         image, target = transpose(image, target)
     return image, target
+
+
+def draw_window(rng: np.random.Generator, size: tuple[int, int], side: int) -> tuple[int, int]:
+    """The top-left corner (y, x) of a side x side window at a random place in an image of `size`."""
+    return int(rng.integers(0, size[0] - side + 1)), int(rng.integers(0, size[1] - side + 1))
+
+
+def unflipped_window(y: int, x: int, side: int, size: tuple[int, int], flips: Flips) -> tuple[int, int]:
+    """The corner, in an image of `size`, of the square window at (y, x) of its mirrored copy."""
+    horizontal, vertical, transposed = flips
+    if transposed:
+        y, x = x, y
+    if vertical:
+        y = size[0] - y - side
+    if horizontal:
+        x = size[1] - x - side
+    return y, x
+
+
+def window_sample(sample: AnnotatedImage, y: int, x: int, side: int) -> AnnotatedImage:
+    """The side x side window of `sample` at (y, x), with every instance that reaches into it
+    cut to it: each pixel's decomposition is then what it is in the whole image."""
+    instances = []
+    for inst in sample.instances:
+        left, top, width, height = inst.bbox
+        if left < x + side and left + width > x and top < y + side and top + height > y:
+            mask = inst.mask[y:y + side, x:x + side]
+            if mask.any():
+                instances.append(Instance.from_mask(inst.id, inst.category, mask, inst.parent))
+    return AnnotatedImage(sample.name, sample.image[y:y + side, x:x + side], instances)
+
+
+def without_slivers(target: dict[str, torch.Tensor], min_pixels: int = 16) -> dict[str, torch.Tensor]:
+    """The instances a window's edge left with at least `min_pixels`."""
+    keep = (target["masks"] > 0).flatten(1).sum(dim=1) >= min_pixels
+    return {name: value[keep] for name, value in target.items()}
 
 
 def photometric_jitter(image: torch.Tensor, rng: np.random.Generator, brightness: float,
@@ -56,15 +103,3 @@ def low_resolution(image: torch.Tensor, rng: np.random.Generator, factors: tuple
     return torch.nn.functional.interpolate(shrunk, size=size, mode="bilinear").clamp(0, 1)[0]
 
 
-def random_crop(image: torch.Tensor, target: dict[str, torch.Tensor], side: int, rng: np.random.Generator,
-                min_pixels: int = 16) -> tuple[torch.Tensor, dict]:
-    """A side x side window at a random place; an instance keeps what of it lies inside (if
-    at least `min_pixels`), its box shrunk to that part."""
-    height, width = image.shape[-2:]
-    y, x = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
-    masks = target["masks"][:, y:y + side, x:x + side]
-    keep = (masks > 0).flatten(1).sum(dim=1) >= min_pixels
-    masks = masks[keep]
-    boxes = masks_to_boxes(masks > 0) + torch.tensor([0, 0, 1, 1])  # boxes end after their last pixel
-    return image[:, y:y + side, x:x + side], {**target, "boxes": boxes, "labels": target["labels"][keep],
-                                              "masks": masks}

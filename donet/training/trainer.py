@@ -50,7 +50,8 @@ from ..modeling.weights import (
     load_weights,
     save_weights,
 )
-from .augment import low_resolution, photometric_jitter, random_crop, random_flips
+from .augment import (apply_flips, draw_flips, draw_window, low_resolution, photometric_jitter, unflipped_window,
+                      window_sample, without_slivers)
 from .config import ClusterAugmentation, DataSpec, TrainConfig
 from .schedule import warmup_multistep
 
@@ -268,10 +269,16 @@ def training_batch(config: TrainConfig, train_set: Sequence[AnnotatedImage], aug
         sample = train_set[index]
         if augmentor is not None:
             sample = augmentor.maybe_replace(sample, rng, config.cluster_augmentation.probability)
-        image, target = random_flips(image_tensor(sample.image), training_target(sample), rng,
-                                     config.horizontal_flip, config.vertical_flip, config.transpose)
+        flips = draw_flips(rng, config.horizontal_flip, config.vertical_flip, config.transpose)
         if crop is not None:
-            image, target = random_crop(image, target, crop, rng)
+            # A window of the mirrored image, cut from the sample before its cells are
+            # decomposed and mirrored, which then cost the window's pixels, not the image's.
+            mirrored_size = sample.size[::-1] if flips[2] else sample.size
+            corner = unflipped_window(*draw_window(rng, mirrored_size, crop), crop, sample.size, flips)
+            sample = window_sample(sample, *corner, crop)
+        image, target = apply_flips(image_tensor(sample.image), training_target(sample), flips)
+        if crop is not None:
+            target = without_slivers(target)
         if config.low_resolution is not None and rng.random() < config.low_resolution.probability:
             image = low_resolution(image, rng, config.low_resolution.factors)
         if config.brightness or config.contrast:
