@@ -456,6 +456,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "finetune_shift_v3": lambda: finetune_shift("finetune_shift_v3"),
     "finetune_shift_1024": lambda: finetune_shift("finetune_shift_1024"),
     "finetune_shift_1024_frozen": lambda: finetune_shift("finetune_shift_1024_frozen"),
+    "finetune_shift_1024_window": lambda: finetune_shift("finetune_shift_1024_window"),
+    "finetune_shift_1024_fresh": lambda: finetune_shift("finetune_shift_1024_fresh"),
     "finetune_split": lambda: finetune_shift("finetune_split"), "model_speed": model_speed, "tiling": tiling,
     "slides": slides, "default_recipe_test90": default_recipe_test90, "shipped_test90": shipped_test90,
     "holdout_levers": holdout_levers, "inference_levers": inference_levers,

@@ -23,9 +23,9 @@ SCHEDULES = {
     # a CPU: a short warm-up and a low rate, so the model adapts without forgetting; crops at
     # the model's own pixel scale (see `trainer.crop_side`) keep each step's cost independent
     # of the images' size; BatchNorm statistics frozen, as a batch of two crops estimates them
-    # badly. 200 steps of 2 crops: 2.2-2.9 s each for the light model on 2 CPU cores (data
-    # included), so 4 images of 1024 x 1024 take about 10 minutes; 16.1 measured on a machine
-    # 1.7x slower (benchmarks/results/finetune_shift_1024.json).
+    # badly. 200 steps of 2 crops, about 4 s each for the light model on the slower of the
+    # 2-core machines measured (data included): 4 images of 1024 x 1024 take 13.3 minutes,
+    # start-up included (benchmarks/results/finetune_shift_1024_fresh.json).
     "finetune": {"optimizer": "adamw", "iterations": 200, "base_lr": 0.0001, "warmup": 0.05, "decay_at": (0.75, 0.9),
                  "scales": (0.875, 0.9375, 1.0, 1.0625, 1.125), "clip_grad_norm": 10.0, "checkpoint_period": 50,
                  "eval_every": 0.25, "log_period": 10, "freeze_batchnorm": True},
