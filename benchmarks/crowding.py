@@ -25,9 +25,8 @@ import torch
 from default_model import DATA, holdout_split
 from provenance import provenance  # benchmarks/ is on the path when run as a script
 
-from donet.evaluation import evaluate
+from donet.evaluation import evaluate, model_predictions
 from donet.evaluation.failure_modes import clipped_share, recall_by_clump_size
-from donet.inference import Segmenter
 from donet.io import open_dataset
 from donet.modeling.weights import load_model
 
@@ -55,8 +54,7 @@ def main() -> None:
                "truth_clipped": clipped_share(held_out, 0.0), "levers": []}
     for name in args.levers:
         started = time.perf_counter()
-        found = Segmenter.keeping_every_detection(load_model(args.model, **LEVERS[name]),
-                                                  device="cpu").instances_by_name(held_out)
+        found = model_predictions(load_model(args.model, **LEVERS[name]), held_out, "cpu")
         classes = evaluate(held_out, found)["classes"]
         results["levers"].append({
             "lever": name, "fields": LEVERS[name],

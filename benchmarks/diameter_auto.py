@@ -5,7 +5,7 @@
 test90 and the 9 held-out train45 images of the split (every fifth; the shipped model saw
 them in training) are rescaled by each factor (images bilinear, masks nearest) and
 segmented by the shipped model (or `--model`) without a diameter, with each image's own
-estimate ("auto": `Segmenter.segment_with_detection` image by image), with the engine's
+estimate ("auto": `Segmenter.segmented` image by image), with the engine's
 `diameter="auto"` over the set ("set": `segment_many`, one diameter for all, the median of
 up to 16 images' estimates, spread over the set), and with the true median diameter of the
 rescaled cells given by hand. Reported: cytoplasm and nucleus mAP, and the median ratio of
@@ -88,21 +88,21 @@ def main() -> None:
             for mode in args.modes:
                 diameter = {"none": None, "auto": "auto", "set": "auto", "true": true_diameter}[mode]
                 started = time.perf_counter()
-                segmenter = Segmenter.keeping_every_detection(model, device="cpu", diameter=diameter)
+                segmenter = Segmenter(model, device="cpu", score_threshold=0.0, diameter=diameter)
                 if mode == "auto":  # each image its own estimate
-                    pairs = [segmenter.segment_with_detection(s.image, s.name)[::2] for s in truth]
+                    done = [segmenter.segmented(s.image, s.name) for s in truth]
                 else:
-                    pairs = [(d.result, d.diameter) for d in segmenter.segment_many(truth)]
-                classes = evaluate(truth, {s.name: result.instances for s, (result, _) in zip(truth, pairs)})["classes"]
+                    done = list(segmenter.segment_many(truth))
+                classes = evaluate(truth, {d.name: d.instances for d in done})["classes"]
                 row[mode] = {"cytoplasm_map": round(100 * classes["cytoplasm"]["coco"]["ap"], 2),
                              "nucleus_map": round(100 * classes["nucleus"]["coco"]["ap"], 2),
                              "seconds": round(time.perf_counter() - started, 1)}
                 if mode == "auto":
-                    found = [d / median_diameter([s]) for (_, d), s in zip(pairs, truth)
-                             if d is not None and median_diameter([s])]
+                    found = [d.diameter / median_diameter([s]) for d, s in zip(done, truth)
+                             if d.diameter is not None and median_diameter([s])]
                     row[mode]["estimate_over_truth_median"] = round(float(np.median(found)), 3) if found else None
                 if mode == "set":
-                    set_estimate = pairs[0][1]
+                    set_estimate = done[0].diameter
                     row[mode]["estimate_over_truth"] = round(set_estimate / true_diameter, 3) if set_estimate else None
             rows[str(factor)] = row
             print(set_name, factor, json.dumps(row), flush=True)

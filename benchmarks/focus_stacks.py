@@ -33,8 +33,7 @@ from default_model import holdout_split  # noqa: E402
 from provenance import provenance  # noqa: E402
 
 from donet.data import AnnotatedImage  # noqa: E402
-from donet.evaluation import evaluate  # noqa: E402
-from donet.inference import Segmenter  # noqa: E402
+from donet.evaluation import evaluate, model_predictions  # noqa: E402
 from donet.io import open_dataset  # noqa: E402
 from donet.io.images import read_image  # noqa: E402
 from donet.io.planes import Planes  # noqa: E402
@@ -87,12 +86,12 @@ def main() -> None:
                 errors[label].append(float(np.abs(pixels.astype(np.float32) - gray).mean()))
                 inputs[label].append(AnnotatedImage(sample.name, pixels, sample.instances))
     fusion_seconds = time.perf_counter() - started
-    segmenter = Segmenter.keeping_every_detection(load_model())
+    model = load_model()
     results = {**provenance(), "images": "train45 held-out 9 (every fifth image), gray, seen in training",
                "stack": f"{PLANES} planes, Gaussian sigma {args.sigma:g} px per plane from focus, seed {args.seed}",
                "seconds_to_build_and_read": round(fusion_seconds, 1), "inputs": {}}
     for label, samples in inputs.items():
-        scores = evaluate(samples, segmenter.instances_by_name(samples))["classes"]
+        scores = evaluate(samples, model_predictions(model, samples))["classes"]
         results["inputs"][label] = {
             "mean_abs_error_vs_sharp": None if label == "sharp" else round(float(np.mean(errors[label])), 3),
             "cyto_map": round(100 * scores["cytoplasm"]["coco"]["ap"], 2),

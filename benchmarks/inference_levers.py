@@ -22,8 +22,7 @@ import torch
 from default_model import DATA, holdout_split
 from provenance import provenance  # benchmarks/ is on the path when run as a script
 
-from donet.evaluation import evaluate
-from donet.inference import Segmenter
+from donet.evaluation import evaluate, model_predictions
 from donet.io import open_dataset
 from donet.modeling.weights import load_model
 
@@ -42,9 +41,9 @@ def main() -> None:
     results = {**provenance(), "model": str(args.model), "settings": []}
     for threshold, scale in settings:
         started = time.perf_counter()
-        segmenter = Segmenter.keeping_every_detection(model, mask_threshold=threshold, nucleus_mask_threshold=threshold,
-                                                      device="cpu", diameter=model.config.cell_diameter / scale)
-        classes = evaluate(held_out, segmenter.instances_by_name(held_out))["classes"]
+        found = model_predictions(model, held_out, "cpu", mask_threshold=threshold, nucleus_mask_threshold=threshold,
+                                  diameter=model.config.cell_diameter / scale)
+        classes = evaluate(held_out, found)["classes"]
         results["settings"].append({
             "mask_threshold": threshold, "scale": scale,
             **{f"{c} mAP": round(100 * classes[c]["coco"]["ap"], 2) for c in ("cytoplasm", "nucleus")},

@@ -31,7 +31,7 @@ from provenance import provenance  # noqa: E402
 
 from donet.data import AnnotatedImage  # noqa: E402
 from donet.evaluation.measurement_accuracy import flatten, measurement_accuracy  # noqa: E402
-from donet.inference import Segmenter  # noqa: E402
+from donet.evaluation import model_predictions  # noqa: E402
 from donet.io import open_dataset  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 
@@ -57,9 +57,8 @@ def main() -> None:
     results = {**provenance(), "model": str(args.model or "shipped"),
                "split_model": str(args.split_model) if args.split_model else None}
     for name, (set_model, truth) in sets.items():
-        segmenter = Segmenter.keeping_every_detection(set_model)
         started = time.perf_counter()
-        found = segmenter.instances_by_name(truth)
+        found = model_predictions(set_model, truth)
         flat_found = {s.name: flatten(AnnotatedImage(s.name, s.image, [i for i in found[s.name] if i.score >= 0.5]))
                       for s in truth}
         results[name] = {"donet": measurement_accuracy(truth, found),

@@ -30,7 +30,7 @@ from skimage.filters import threshold_otsu
 
 from donet.data import CellClass
 from donet.evaluation.matching import Pairs, optimal_matches
-from donet.inference import Segmenter
+from donet.evaluation import model_predictions
 from donet.io import open_dataset
 from donet.modeling.weights import load_model
 
@@ -74,13 +74,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    segmenter = Segmenter.keeping_every_detection(load_model(args.model), device="cpu")
+    model = load_model(args.model)
     sets = {"train45 split, held-out 9": holdout_split(open_dataset(DATA / "isbi2014_train"))[1],
             "test90": list(open_dataset(DATA / "isbi2014_test"))}
     results = {**provenance(), "model": str(args.model)}
     for name, truth in sets.items():
         started = time.perf_counter()
-        results[name] = {**ratios(truth, segmenter.instances_by_name(truth)),
+        results[name] = {**ratios(truth, model_predictions(model, truth, "cpu")),
                          "seconds": round(time.perf_counter() - started, 1)}
         print(name, json.dumps(results[name]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

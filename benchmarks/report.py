@@ -163,7 +163,7 @@ def compile_cpu() -> str:
         if isinstance(value, str):  # the compile failed: why
             rows.append([name, value, "", ""])
             continue
-        key = name.removesuffix(", compiled") if name.endswith(", compiled") else name
+        key = name.removesuffix(", compiled")
         rows.append([name, f"{value:.3f}", f"{compiling[key]:.0f}" if key in compiling else "",
                      f"{difference[key]:.1e}" if key in difference else ""])
     rows += [[f"{name}: speed-up over eager, each round", ", ".join(f"{v:.2f}x" for v in values), "", ""]

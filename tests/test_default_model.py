@@ -93,7 +93,8 @@ def test_auto_diameter_finds_the_scale_itself(model, train_image, factor):
     pixels = rescale(train_image.image, factor, anti_aliasing=factor < 1, preserve_range=True).astype(np.uint8)
     truth = [rescale(m.astype(float), factor, order=1) > 0.5 for m in train_image.masks(CellClass.CYTOPLASM)]
     segmenter = donet.Segmenter(model, device="cpu", diameter="auto")
-    result, _, estimate = segmenter.segment_with_detection(pixels)
+    done = segmenter.segmented(pixels)
+    result, estimate = done.result, done.diameter
     true_diameter = factor * median_diameter([train_image])
     assert abs(np.log(estimate / true_diameter)) < np.log(1.3)
     found = matched_cells(truth, list(result.masks(CellClass.CYTOPLASM)))
@@ -112,8 +113,8 @@ def _auto_passes(model, monkeypatch, read):
 
     monkeypatch.setattr(segmenter_module, "typical_diameter", lambda result: read(result.scale))
     monkeypatch.setattr(donet.Segmenter, "_segment_at", segment_at)
-    result, _, estimate = donet.Segmenter(model, device="cpu", diameter="auto").segment_with_detection(np.zeros((8, 8)))
-    return scales, result, estimate
+    done = donet.Segmenter(model, device="cpu", diameter="auto").segmented(np.zeros((8, 8)))
+    return scales, done.result, done.diameter
 
 
 @pytest.mark.parametrize(("truth", "passes", "kept"), [(194, 2, "last"), (110, 2, "first")])
@@ -183,7 +184,7 @@ def test_auto_diameter_gives_a_set_of_images_one_diameter(model, train_image, tm
     half = rescale(train_image.image, 0.5, anti_aliasing=True, preserve_range=True).astype(np.uint8)
     images = [half, np.ascontiguousarray(half[::-1, 20:])]
     segmenter = donet.Segmenter(model, device="cpu", diameter="auto")
-    own = [segmenter.segment_with_detection(image)[2] for image in images]
+    own = [segmenter.segmented(image).diameter for image in images]
     done = list(segmenter.segment_many([tmp_path / "missing.png", *images], names=["gone", "a", "b"]))
     assert [d.name for d in done] == ["gone", "a", "b"] and "missing.png" in done[0].problem
     set_diameter = float(np.median(own))
@@ -261,7 +262,8 @@ def test_tiles_batched_in_one_forward_pass_give_the_same_cells(model, train_imag
 
 def test_heatmaps_and_attention_map_show_the_cells_found(model, train_image, tmp_path):
     segmenter = donet.Segmenter(model, device="cpu")
-    result, detection, _ = segmenter.segment_with_detection(train_image.image, "field")
+    done = segmenter.segmented(train_image.image, "field")
+    result, detection = done.result, done.detection
     written = write_exports(result, detection, tmp_path, Exports(coco=False, heatmaps=True), 0.5)
     assert written == ["field_heatmaps.png", "field_attention.png"]
     panel = np.asarray(Image.open(tmp_path / "field_heatmaps.png").convert("RGB"))

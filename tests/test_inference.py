@@ -13,6 +13,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 import donet
 from donet.data import CellClass
 from donet.errors import DonetError
+from donet.evaluation import model_predictions
 from donet.io import read_predictions
 from donet.modeling import image_tensor
 from donet.inference import Exports, InferenceSettings, Segmenter, segment_files
@@ -202,5 +203,5 @@ def test_an_unreadable_dataset_image_is_one_clear_error(model, tmp_path):
             raise DonetError(tmp_path / "bad.png", "not a readable image")
 
     with pytest.raises(DonetError) as error:
-        Segmenter(model, device="cpu").instances_by_name(Broken([None]))
+        model_predictions(model, Broken([None]), device="cpu")
     assert str(error.value) == f"{tmp_path / 'bad.png'}: not a readable image"

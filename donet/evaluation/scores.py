@@ -4,7 +4,7 @@ class and averaged."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -79,15 +79,23 @@ def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Ins
     }
 
 
-def model_predictions(model, truth: Sequence[AnnotatedImage], device: str | None = None,
-                      progress: Callable[[], None] | None = None) -> dict[str, list[Instance]]:
+def model_predictions(model, truth: Sequence[AnnotatedImage] | Iterable[AnnotatedImage], device: str | None = None,
+                      progress: Callable[[], None] | None = None, **settings) -> dict[str, list[Instance]]:
     """What `model` (a `DoNet`) finds in `truth`'s images, by image name: every detection, as
     AP ranks them and the protocols apply their own score thresholds, on `device` (None: the
-    inference settings' default). `progress()` is called after each image."""
+    inference settings' default), under any other `InferenceSettings` fields given (e.g.
+    `mask_threshold`). `progress()` is called after each image."""
     # Imported here: inference needs torch, which scoring saved predictions does without.
     from ..inference import Segmenter
 
-    return Segmenter.keeping_every_detection(model, device=device).instances_by_name(truth, progress)
+    found = {}
+    for done in Segmenter(model, device=device, score_threshold=0.0, **settings).segment_many(truth):
+        if done.problem is not None:
+            raise DonetError(None, done.problem)  # the problem names its file
+        found[done.name] = done.instances
+        if progress:
+            progress()
+    return found
 
 
 def evaluate_model(model, truth: Sequence[AnnotatedImage], device: str | None = None,

@@ -177,8 +177,8 @@ def write_slide(run: SlideRun, name: str, folder: Path, main: bool,
             # arrive in row order; a nucleus of no cell may come from a later row, so only a
             # cell moves the row on.
             if cell:
-                row = cell.piece.tile // run.columns
-                while pending and (pending[0][0] is None or pending[0][0].piece.tile // run.columns <= row - 2):
+                row = cell.piece.tile[0]
+                while pending and (pending[0][0] is None or pending[0][0].piece.tile[0] <= row - 2):
                     flush(pending.pop(0))
         for entry in pending:
             flush(entry)

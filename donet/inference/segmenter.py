@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..data.instances import AnnotatedImage, Instance
+from ..data.instances import AnnotatedImage
 from ..distributed import Processes
 from ..errors import DonetError, ProcessLost
 from ..io.images import open_image
@@ -59,7 +59,9 @@ class Segmented:
     problem: str | None
     seconds: float
     detection: dict[str, torch.Tensor] | None = None
-    diameter: float | None = None  # with --diameter auto, the estimated typical cell diameter of the set
+    # With diameter="auto", the typical cell diameter estimated: the image's own (`segmented`),
+    # or the set's (`segment_many`).
+    diameter: float | None = None
 
     @property
     def instances(self):
@@ -149,15 +151,16 @@ class Segmenter:
                 progress: Callable[[int, int], None] | None = None) -> AnnotatedImage:
         """Instances of one image (an array or a memory map): overlapping cells stay
         separate. `progress(done, total)` follows its tiles."""
-        return self._segment(image, name, progress)[0]
+        return self.segmented(image, name, progress).result
 
-    def segment_with_detection(self, image: np.ndarray, name: str = "image",
-                               progress: Callable[[int, int], None] | None = None,
-                               ) -> tuple[AnnotatedImage, dict[str, torch.Tensor] | None, float | None]:
-        """`segment`, the model's raw detection when the image was one tile (the Fig. 6
-        heatmaps and the Fig. 3 attention map are drawn from it) and, with `diameter="auto"`,
-        the typical cell diameter found."""
-        return self._segment(image, name, progress)
+    def segmented(self, image: np.ndarray, name: str = "image",
+                  progress: Callable[[int, int], None] | None = None) -> Segmented:
+        """`segment`'s result as a `Segmented`, with the model's raw detection when the image
+        was one tile (the Fig. 6 heatmaps and the Fig. 3 attention map are drawn from it) and,
+        with `diameter="auto"`, the typical cell diameter found in this image."""
+        started = time.perf_counter()
+        result, detection, diameter = self._segment(image, name, progress)
+        return Segmented(name, None, result, None, time.perf_counter() - started, detection, diameter)
 
     def _segment(self, image, name, progress=None):
         """The result, the raw detection of a one-tile image, and the diameter estimate."""
@@ -275,23 +278,6 @@ class Segmenter:
             yield Segmented(name, source, result, None, seconds + time.perf_counter() - started,
                             diameter=self.set_diameter)
         yield from self._run_batch(pending)
-
-    def instances_by_name(self, dataset: Sequence[AnnotatedImage] | Iterable[AnnotatedImage],
-                          progress: Callable[[], None] | None = None) -> dict[str, list[Instance]]:
-        """The instances found in each image of `dataset`, by image name (for evaluation)."""
-        found = {}
-        for done in self.segment_many(dataset):
-            if done.problem is not None:
-                raise DonetError(None, done.problem)  # the problem names its file
-            found[done.name] = done.instances
-            if progress:
-                progress()
-        return found
-
-    @classmethod
-    def keeping_every_detection(cls, model: DoNet, **options) -> Segmenter:
-        """For scoring: AP ranks every detection, and the protocols apply their own score thresholds."""
-        return cls(model, score_threshold=0.0, **options)
 
     def _one_tile(self, pixels: np.ndarray) -> bool:
         return max(pixels.shape[:2]) <= self.settings.tile

@@ -57,8 +57,6 @@ class SlideRun:
         self.level_index = slide.level_for(self.wanted)
         level = slide.levels[self.level_index]
         self.level, self.downsample = level, level.downsample
-        # Found items carry their tile's index: its row is index // columns.
-        self.columns = len(Grid.over(level.shape, settings).cols)
 
         def runs(y: int, x: int, height: int, width: int) -> bool:
             return tissue.runs(y, x, height, width, level.downsample)

@@ -45,7 +45,7 @@ class Piece:
     mask: np.ndarray
     category: CellClass
     score: float
-    tile: int
+    tile: tuple[int, int]  # (row, column) of the tile that found it
     on_seam: bool = False
 
 
@@ -199,7 +199,6 @@ def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold
     if len(boxes) == 0:
         return []
     y0, x0 = grid.rows[cell[0]], grid.cols[cell[1]]
-    tile_index = cell[0] * len(grid.cols) + cell[1]
     labels, scores = detection["labels"][keep].cpu().numpy(), detection["scores"][keep].cpu().numpy()
     corners = boxes.cpu().numpy()
     centres_y = (corners[:, 1] + corners[:, 3]) / 2 + y0
@@ -230,7 +229,7 @@ def _claimed(detection, grid: Grid, cell: tuple[int, int], size, score_threshold
             continue
         crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         pieces.append(Piece(y0 + top + int(ys.min()), x0 + left + int(xs.min()), crop, category,
-                            float(scores[k]), tile_index, seam))
+                            float(scores[k]), cell, seam))
     return pieces
 
 
@@ -251,8 +250,8 @@ class Stitcher:
 
     def add_row(self, row: int, pieces: list[Piece]) -> list[Found]:
         survivors = _without_seam_duplicates(self.pending, pieces, (self.grid.height, self.grid.width))
-        self._finalize(row - 1, [p for p in survivors if p.tile // len(self.grid.cols) < row])
-        self.pending = [p for p in survivors if p.tile // len(self.grid.cols) == row]
+        self._finalize(row - 1, [p for p in survivors if p.tile[0] < row])
+        self.pending = [p for p in survivors if p.tile[0] == row]
         return self._resolve(row - 2) + self._release(row - 3)
 
     def finish(self) -> list[Found]:

@@ -139,9 +139,9 @@ class SegmentWidget(Container):
         key = (model_path or "", settings.device)
         if key not in self._models:
             self._models[key] = load_model(model_path and Path(model_path))
-        result, detection, diameter = Segmenter(self._models[key], settings).segment_with_detection(
+        done = Segmenter(self._models[key], settings).segmented(
             pixels, "image", progress=lambda done, total: setattr(self, "_count", (done, total, "")))
-        return result.instances, detection, result.measurements(), diameter
+        return done.instances, done.detection, done.result.measurements(), done.diameter
 
     def _show_progress(self) -> None:
         done, total, note = self._count
