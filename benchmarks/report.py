@@ -265,6 +265,23 @@ def model_speed() -> str:
     return table(header, rows, "model_speed_cpu")
 
 
+def model_flops() -> str:
+    """model_flops.py: GFLOPs of one inference pass by part, DoNet against Mask R-CNN."""
+    data = load("model_flops")
+    parts = list(dict.fromkeys(part for load_ in data["loads"].values() for size in load_.values()
+                               for preset in ("maskrcnn", "donet") for part in size[preset]["parts_gflops"]
+                               if part != "outside any module"))
+    rows = []
+    for detections, load_ in data["loads"].items():
+        for size, presets in load_.items():
+            for preset in ("maskrcnn", "donet"):
+                row = presets[preset]
+                rows.append([f"{size}, {detections} det.", preset, f"{row['gflops']:.1f}"]
+                            + [f"{row['parts_gflops'][p]:.1f}" if p in row["parts_gflops"] else "-" for p in parts]
+                            + [f"{presets['donet_over_maskrcnn']:.2f}x" if preset == "donet" else ""])
+    return table(["preset, load", "model", "GFLOPs"] + parts + ["DoNet / Mask R-CNN"], rows, "model_flops")
+
+
 def tiling() -> str:
     data = load("tiling_cpu")
     rows = [[f"{r['size']}x{r['size']}", r["cells_drawn"], r["instances"], f"{r['seconds']:.1f}",
@@ -464,6 +481,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
     "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "versions_test90": versions_test90, "crowding": crowding, "split_levers": split_levers,
+    "model_flops": model_flops,
     "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
     "diameter_auto_test90_v2": lambda: diameter_auto("diameter_auto_test90_v2"),
     "diameter_auto_test90_v3": lambda: diameter_auto("diameter_auto_test90_v3"),
