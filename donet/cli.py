@@ -37,7 +37,7 @@ from .evaluation import (
     table_rows,
 )
 from .evaluation.measurement_accuracy import MEASUREMENT_COLUMNS, measurement_rows
-from .inference.settings import GPU_BATCH_SIZE, Exports, InferenceSettings
+from .inference.settings import Exports, InferenceSettings
 from .io import DataFormat, open_dataset, write_dataset
 from .io.coco import read_predictions, relative_files, write_predictions
 
@@ -177,8 +177,12 @@ def _data(path: Path | None, format: DataFormat | None, images: Path | None) -> 
     return {"path": str(path), "format": format, "images": None if images is None else str(images)}
 
 
-DeviceOption = Annotated[str, typer.Option(
-    help="cpu, cuda, mps or auto (CUDA, else MPS, else the CPU; training takes MPS only when asked).")]
+def setting(name: str, **option):
+    """The option of the inference setting `name`: its help is the setting's own description."""
+    return typer.Option(help=InferenceSettings.model_fields[name].description, **option)
+
+
+DeviceOption = Annotated[str, setting("device")]
 PresetOption = Annotated[str, typer.Option(help="maskrcnn, drm, drm_crm or donet (the paper's ablation ladder).")]
 SizeOption = Annotated[str, typer.Option(help="light (CPU: ResNet-18, 64-channel FPN, 512 px) or paper (R50-FPN, GPU).")]
 
@@ -358,26 +362,15 @@ def predict_command(
         help="Checkpoint (.safetensors) from `donet train` or `donet demo` (default: the model that ships with "
              "donet, trained on ISBI 2014).")] = None,
     device: DeviceOption = DEFAULTS.device,
-    diameter: Annotated[Optional[str], typer.Option(
-        help="Typical cell diameter in your images, pixels: images are rescaled so cells match the model's "
-             "training size (as in Cellpose); 'auto' estimates it from a first pass over a sample of "
-             "the images spread over them and uses it for all (a slide: over its tissue tiles). "
-             "Default: as the training images.")] = None,
-    score_threshold: Annotated[float, typer.Option(help="Keep detections scoring at least this.")] = \
-        DEFAULTS.score_threshold,
-    mask_threshold: Annotated[float, typer.Option(help="RoI mask probability a cell's pixel needs.")] = \
-        DEFAULTS.mask_threshold,
-    nucleus_mask_threshold: Annotated[float, typer.Option(help="RoI mask probability a nucleus's pixel needs.")] = \
-        DEFAULTS.nucleus_mask_threshold,
-    tile: Annotated[int, typer.Option(help="Images larger than this are processed in tiles of this size.")] = \
-        DEFAULTS.tile,
-    overlap: Annotated[int, typer.Option(help="Tile overlap: more than the widest cell.")] = DEFAULTS.overlap,
-    batch_size: Annotated[Optional[int], typer.Option(
-        help=f"Images or tiles per step: one forward pass on a GPU (default {GPU_BATCH_SIZE}), two at a time on "
-             f"the CPU (default {DEFAULTS.batch_size}).", show_default=False)] = None,
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16 (autocast, CUDA only).")] = DEFAULTS.precision,
-    workers: Annotated[int, typer.Option(help="Threads reading the next images while the model runs.")] = \
-        DEFAULTS.workers,
+    diameter: Annotated[Optional[str], setting("diameter", show_default=False)] = None,
+    score_threshold: Annotated[float, setting("score_threshold")] = DEFAULTS.score_threshold,
+    mask_threshold: Annotated[float, setting("mask_threshold")] = DEFAULTS.mask_threshold,
+    nucleus_mask_threshold: Annotated[float, setting("nucleus_mask_threshold")] = DEFAULTS.nucleus_mask_threshold,
+    tile: Annotated[int, setting("tile")] = DEFAULTS.tile,
+    overlap: Annotated[int, setting("overlap")] = DEFAULTS.overlap,
+    batch_size: Annotated[Optional[int], setting("batch_size", show_default=False)] = None,
+    precision: Annotated[str, setting("precision")] = DEFAULTS.precision,
+    workers: Annotated[int, setting("workers")] = DEFAULTS.workers,
     coco: Annotated[bool, typer.Option(help="predictions.json: COCO, RLE masks, scores.")] = EXPORTS.coco,
     geojson: Annotated[bool, typer.Option(help="QuPath GeoJSON per image (cells with nucleusGeometry).")] = \
         EXPORTS.geojson,
@@ -390,16 +383,10 @@ def predict_command(
     measure: Annotated[bool, typer.Option(
         help="measurements.csv (a row per cell: area, perimeter, N/C ratio, overlap...; whole cells, overlaps kept) "
              "and measurements_summary.csv; the values also go into the GeoJSON.")] = EXPORTS.measure,
-    mpp: Annotated[Optional[float], typer.Option(
-        help="Microns per pixel where the file does not record it: whole slides pick their level by it, and "
-             "--measure adds lengths and areas in microns.")] = None,
-    skip_glass: Annotated[bool, typer.Option(help="Whole slides: run only the tiles a thumbnail shows cells in.")] = \
-        DEFAULTS.skip_glass,
-    focus: Annotated[str, typer.Option(
-        help="Focal stacks (OME-TIFF, ImageJ): the middle plane, or edf to fuse every plane into one "
-             "extended-depth-of-field image.")] = DEFAULTS.focus,
-    channel: Annotated[Optional[int], typer.Option(
-        help="The channel to segment (from 0); default: RGB where the file has it, else the first.")] = None,
+    mpp: Annotated[Optional[float], setting("mpp")] = None,
+    skip_glass: Annotated[bool, setting("skip_glass")] = DEFAULTS.skip_glass,
+    focus: Annotated[str, setting("focus")] = DEFAULTS.focus,
+    channel: Annotated[Optional[int], setting("channel", show_default=False)] = None,
 ) -> None:
     """Segment images; overlapping cells stay separate objects in every export.
 

@@ -63,3 +63,15 @@ def test_bad_paths_give_one_line_errors(tmp_path):
     # Names (and other programs' errors) in brackets are printed as they are, not read as markup.
     (tmp_path / "[red] notes.txt").write_text("hello")
     one_line_error(donet("data", "stats", tmp_path / "[red] notes.txt"), "[red] notes.txt")
+
+
+def test_every_inference_setting_is_a_predict_option_with_the_settings_help():
+    from typer.main import get_command
+
+    from donet.cli import app
+    from donet.inference import InferenceSettings
+
+    options = {param.name: param for param in get_command(app).commands["predict"].params}
+    for name, field in InferenceSettings.model_fields.items():
+        assert name in options, f"InferenceSettings.{name} has no donet predict option"
+        assert field.description and options[name].help == field.description, name

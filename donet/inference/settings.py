@@ -24,32 +24,37 @@ class InferenceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    score_threshold: float = Field(0.5, ge=0, le=1)  # detections scoring less are dropped
-    mask_threshold: float = Field(0.5, gt=0, lt=1)  # RoI mask probability a cell's pixel needs
+    score_threshold: float = Field(0.5, ge=0, le=1, description="Keep detections scoring at least this.")
+    mask_threshold: float = Field(0.5, gt=0, lt=1, description="RoI mask probability a cell's pixel needs.")
     # A nucleus's: at 0.5 nuclei came out too large (nucleus mAP 71.8 at 0.5, 77.5 at 0.7, flat
     # to 0.8, on the train45 split; benchmarks/inference_levers.py).
-    nucleus_mask_threshold: float = Field(0.7, gt=0, lt=1)
-    tile: int = Field(1024, ge=64)  # larger images are segmented tile by tile, in the image's pixels
-    overlap: int = Field(320, ge=0)  # between tiles: more than the widest cell
-    # Typical cell diameter in the images (pixels), when it differs from the training
-    # images': they are rescaled so cells match (Cellpose's convention). None: as in training.
-    # "auto": estimated from a first pass, one for a set of images (see `Segmenter.settled_on`).
-    diameter: Annotated[float, Field(gt=0, allow_inf_nan=False)] | Literal["auto"] | None = None
-    # Whole slides: microns per level-0 pixel where the file does not say, and whether tiles
-    # a thumbnail shows as empty glass are skipped.
-    mpp: float | None = Field(None, ge=0.001)
-    skip_glass: bool = True
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    # Images or tiles per step: on the CPU they run two at a time, each alone, so 2 keeps both
-    # streams busy; on a GPU they are one forward pass, GPU_BATCH_SIZE unless one is given.
-    batch_size: int = Field(2, ge=1)
-    # Arithmetic of the forward pass on CUDA (autocast); the CPU always runs float32.
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    workers: int = Field(1, ge=0)  # threads reading the next images while the model runs (0: none)
-    # Files with focal planes, time points or channels (OME-TIFF, ImageJ stacks): the middle
-    # plane or an extended-depth-of-field fusion of all; RGB where present, else this channel.
-    focus: Focus = Planes.focus
-    channel: int | None = Field(Planes.channel, ge=0)
+    nucleus_mask_threshold: float = Field(0.7, gt=0, lt=1, description="RoI mask probability a nucleus's pixel needs.")
+    tile: int = Field(1024, ge=64, description="Images larger than this (pixels) are segmented in tiles of this size.")
+    overlap: int = Field(320, ge=0, description="Tile overlap: more than the widest cell.")
+    # Cellpose's convention; "auto" makes one estimate for a set of images (see `Segmenter.settled_on`).
+    diameter: Annotated[float, Field(gt=0, allow_inf_nan=False)] | Literal["auto"] | None = Field(None, description=(
+        "Typical cell diameter in your images, pixels: images are rescaled so cells match the model's training "
+        "size (as in Cellpose); 'auto' estimates it from a first pass over a sample of the images spread over "
+        "them and uses it for all (a slide: over its tissue tiles). Default: as the training images."))
+    mpp: float | None = Field(None, ge=0.001, description=(
+        "Microns per pixel where the file does not record it: whole slides pick their level by it, and "
+        "measurements add lengths and areas in microns."))
+    skip_glass: bool = Field(True, description="Whole slides: run only the tiles a thumbnail shows cells in.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description=(
+        "cpu, cuda, mps or auto (CUDA, else MPS, else the CPU; training takes MPS only when asked)."))
+    # On the CPU images run two at a time, each alone, so 2 keeps both streams busy; on a GPU a
+    # step is one forward pass.
+    batch_size: int = Field(2, ge=1, description=(
+        f"Images or tiles per step: one forward pass on a GPU (default {GPU_BATCH_SIZE}), two at a time on the "
+        "CPU (default 2)."))
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description=(
+        "fp32, bf16 or fp16 (autocast, CUDA only; the CPU always runs float32)."))
+    workers: int = Field(1, ge=0, description="Threads reading the next images while the model runs (0: none).")
+    focus: Focus = Field(Planes.focus, description=(
+        "Focal stacks (OME-TIFF, ImageJ): the middle plane, or edf to fuse every plane into one "
+        "extended-depth-of-field image."))
+    channel: int | None = Field(Planes.channel, ge=0, description=(
+        "The channel to segment (from 0); default: RGB where the file has it, else the first."))
 
     @model_validator(mode="after")
     def _check(self) -> InferenceSettings:
