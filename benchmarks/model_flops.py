@@ -2,12 +2,13 @@
 
     python benchmarks/model_flops.py --out benchmarks/results/model_flops.json
 
-The same load as `throughput.py`'s ratios: untrained light (512 px) and paper (800 px)
-presets, one random image, score threshold 0 and `--detections` kept in all (DoNet: half per
-stack), so the mask branches carry the same load; and again at an ISBI-like load. Counted by
-`torch.utils.flop_counter` (convolutions and matrix products; RoIAlign, NMS and pasting are
-not floating-point work it counts). Where a device is bound by arithmetic, as a CPU is, the
-ratio of the counts is what no rearrangement of the same computation can go below.
+The same load as `throughput.py`'s ratios (`equal_load.py`): untrained light (512 px) and
+paper (800 px) presets, one random image, `--detections` kept in all; and again at an
+ISBI-like load. Counted by `torch.utils.flop_counter` (convolutions and matrix products;
+RoIAlign, NMS and pasting are not floating-point work it counts). Time follows these counts
+only where both models run at one rate and nothing uncounted costs time: the costs they share
+uncounted pull the time ratio below the count ratio, and DoNet's extra work cannot take less
+time than its count at the device's peak rate.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance  # noqa: E402
 
-from donet.modeling import build_model  # noqa: E402
+from equal_load import SIDES, untrained  # noqa: E402
 
 # Where the work goes, by module path under the model (the first that matches). MRP's
 # attention map is pasting and sigmoids, which the counter does not count.
@@ -41,19 +42,16 @@ def part_of(module: str) -> str | None:
     return None
 
 
-def counted(preset: str, size: str, side: int, detections: int) -> dict:
-    torch.manual_seed(0)
-    network = build_model(preset, size, min_size=side, max_size=side).eval()
-    stacks = [h for h in (network.roi_heads, network.nucleus_roi_heads) if h is not None]
-    for heads in stacks:
-        heads.score_thresh, heads.detections_per_img = 0.0, detections // len(stacks)
-    image = torch.rand(3, side, side)
+def counted(preset: str, size: str, detections: int) -> dict:
+    network = untrained(preset, size, detections)
+    image = torch.rand(3, SIDES[size], SIDES[size])
     counter = FlopCounterMode(display=False, depth=None)
     with torch.no_grad(), counter:
         found = network([image])[0]
     flops = counter.get_flop_counts()
     total = sum(flops["Global"].values())
-    # Leaf modules only, so nothing is counted twice; names drop the root's own.
+    # Leaf modules only, so nothing is counted twice; names drop the root's own. Work in no
+    # leaf (none so far) is "outside any module".
     leaves = {name.split(".", 1)[1]: sum(ops.values()) for name, ops in flops.items()
               if name != "Global" and "." in name
               and not any(other.startswith(name + ".") for other in flops if other != name)}
@@ -71,11 +69,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--detections", type=int, nargs="+", default=[100, 20])
     args = parser.parse_args()
-    results = {**provenance(), "command": " ".join(sys.argv), "loads": {}}
+    results = {**provenance(), "loads": {}}
     for detections in args.detections:
         load = {}
-        for size, side in (("light", 512), ("paper", 800)):
-            rows = {preset: counted(preset, size, side, detections) for preset in ("maskrcnn", "donet")}
+        for size in SIDES:
+            rows = {preset: counted(preset, size, detections) for preset in ("maskrcnn", "donet")}
             rows["donet_over_maskrcnn"] = rows["donet"]["gflops"] / rows["maskrcnn"]["gflops"]
             load[size] = rows
             print(detections, size, json.dumps(rows), flush=True)

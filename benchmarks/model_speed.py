@@ -4,9 +4,8 @@
         [--image 512] [--threads 2] [--detections 20 100]
 
 Training: batch of 2 synthetic images, SGD step, median of --repeats after 2 warm-up steps.
-Inference: one image; every model keeps exactly K detections in all (score threshold 0;
-with MRP, K/2 cells and K/2 nuclei from its two stacks) so that presets are compared at the
-same load: the mask branch's cost grows with K.
+Inference: one image; every model keeps exactly K detections (`equal_load.py`) so that
+presets are compared at the same load: the mask branch's cost grows with K.
 """
 
 from __future__ import annotations
@@ -18,7 +17,8 @@ import time
 from pathlib import Path
 
 import torch
-from provenance import provenance  # benchmarks/ is on the path when run as a script
+from equal_load import keeping  # benchmarks/ is on the path when run as a script
+from provenance import provenance
 
 from donet.data import SynthConfig, generate
 from donet.modeling import LADDER, build_model, image_tensor, training_target
@@ -65,9 +65,7 @@ def main() -> None:
         row = {"train": median_time(train_step, args.repeats)}
         model.eval()
         for k in args.detections:
-            stacks = [h for h in (model.roi_heads, model.nucleus_roi_heads) if h is not None]
-            for heads in stacks:
-                heads.score_thresh, heads.detections_per_img = 0.0, k // len(stacks)
+            keeping(model, k)
             with torch.no_grad():
                 row[k] = median_time(lambda: model(images[:1]), args.repeats)
         rows[preset] = row

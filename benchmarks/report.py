@@ -153,7 +153,7 @@ def ratio_rows(ratios: dict) -> list[list[str]]:
             per_round = [t["donet"] / t["maskrcnn"] for t in v["rounds"]]
             donet, maskrcnn = (statistics.median(t[k] for t in v["rounds"]) for k in ("donet", "maskrcnn"))
             figure = (f"median {v['donet_over_maskrcnn']:.2f}x over {len(per_round)} alternating rounds "
-                      f"({min(per_round):.2f}-{max(per_round):.2f}x); median {donet:.3f} / {maskrcnn:.3f} s")
+                      f"({min(per_round):.2f}-{max(per_round):.2f}x); each model's median {donet:.3f} / {maskrcnn:.3f} s")
         else:
             figure = f"{v['donet']:.3f} / {v['maskrcnn']:.3f} s: {v['donet_over_maskrcnn']:.2f}x"
         rows.append([f"DoNet over Mask R-CNN, untrained, 100 detections, {size} preset", figure])

@@ -42,13 +42,14 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from equal_load import SIDES, untrained  # noqa: E402
 from provenance import provenance  # noqa: E402
 
 from donet.data.synthetic_slide import SyntheticSlide, write_pyramid  # noqa: E402
 from donet.inference import Exports, InferenceSettings, Segmenter, segment_files  # noqa: E402
 from donet.inference.tiling import Grid  # noqa: E402
 from donet.io.images import read_image  # noqa: E402
-from donet.modeling import build_model, image_tensor  # noqa: E402
+from donet.modeling import image_tensor  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,22 +101,16 @@ def donet_over_maskrcnn(device: torch.device, repeats: int, rounds: int) -> dict
     (score threshold 0; DoNet half per stack), light and paper presets. Each round times both
     (median of `repeats`), since the machine's speed drifts; the ratio is the rounds' median."""
     ratios = {}
-    for size, side in (("light", 512), ("paper", 800)):
-        networks = {}
-        for preset in ("maskrcnn", "donet"):
-            torch.manual_seed(0)
-            network = build_model(preset, size, min_size=side, max_size=side).to(device).eval()
-            stacks = [h for h in (network.roi_heads, network.nucleus_roi_heads) if h is not None]
-            for heads in stacks:
-                heads.score_thresh, heads.detections_per_img = 0.0, 100 // len(stacks)
-            networks[preset] = network
+    for size, side in SIDES.items():
+        networks = {preset: untrained(preset, size, 100, device) for preset in ("maskrcnn", "donet")}
         image = torch.rand(3, side, side, device=device)
         times = []
         for _ in range(rounds):
             with torch.no_grad():
                 times.append({preset: timed(lambda: network([image]), repeats, device)
                               for preset, network in networks.items()})
-        ratios[size] = {"rounds": times, "donet_over_maskrcnn": statistics.median(t["donet"] / t["maskrcnn"] for t in times)}
+        ratios[size] = {"rounds": times,
+                        "donet_over_maskrcnn": statistics.median(t["donet"] / t["maskrcnn"] for t in times)}
         print(json.dumps({size: ratios[size]}), flush=True)
     return ratios
 

@@ -362,7 +362,7 @@ def predict_command(
         help="Checkpoint (.safetensors) from `donet train` or `donet demo` (default: the model that ships with "
              "donet, trained on ISBI 2014).")] = None,
     device: DeviceOption = DEFAULTS.device,
-    diameter: Annotated[Optional[str], setting("diameter", show_default=False)] = None,
+    diameter: Annotated[Optional[str], setting("diameter")] = None,
     score_threshold: Annotated[float, setting("score_threshold")] = DEFAULTS.score_threshold,
     mask_threshold: Annotated[float, setting("mask_threshold")] = DEFAULTS.mask_threshold,
     nucleus_mask_threshold: Annotated[float, setting("nucleus_mask_threshold")] = DEFAULTS.nucleus_mask_threshold,
@@ -386,7 +386,7 @@ def predict_command(
     mpp: Annotated[Optional[float], setting("mpp")] = None,
     skip_glass: Annotated[bool, setting("skip_glass")] = DEFAULTS.skip_glass,
     focus: Annotated[str, setting("focus")] = DEFAULTS.focus,
-    channel: Annotated[Optional[int], setting("channel", show_default=False)] = None,
+    channel: Annotated[Optional[int], setting("channel")] = None,
 ) -> None:
     """Segment images; overlapping cells stay separate objects in every export.
 

@@ -65,8 +65,9 @@ def test_bad_paths_give_one_line_errors(tmp_path):
     one_line_error(donet("data", "stats", tmp_path / "[red] notes.txt"), "[red] notes.txt")
 
 
-def test_every_inference_setting_is_a_predict_option_with_the_settings_help():
+def test_every_inference_setting_is_a_predict_option_passed_on_with_its_default(tmp_path, monkeypatch):
     from typer.main import get_command
+    from typer.testing import CliRunner
 
     from donet.cli import app
     from donet.inference import InferenceSettings
@@ -74,4 +75,15 @@ def test_every_inference_setting_is_a_predict_option_with_the_settings_help():
     options = {param.name: param for param in get_command(app).commands["predict"].params}
     for name, field in InferenceSettings.model_fields.items():
         assert name in options, f"InferenceSettings.{name} has no donet predict option"
-        assert field.description and options[name].help == field.description, name
+        assert options[name].help == field.description, name
+        assert options[name].default in (None, field.default), name
+
+    given = {}
+
+    def capture(cls, **options):
+        given.update(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(InferenceSettings, "of", classmethod(capture))
+    CliRunner().invoke(app, ["predict", str(tmp_path / "a.png"), "--out", str(tmp_path / "out")])
+    assert set(given) == set(InferenceSettings.model_fields)

@@ -79,12 +79,12 @@ def evaluate(truth: Sequence[AnnotatedImage], predictions: Mapping[str, list[Ins
     }
 
 
-def model_predictions(model, truth: Sequence[AnnotatedImage] | Iterable[AnnotatedImage], device: str | None = None,
+def model_predictions(model, truth: Iterable[AnnotatedImage], device: str | None = None,
                       progress: Callable[[], None] | None = None, **settings) -> dict[str, list[Instance]]:
-    """What `model` (a `DoNet`) finds in `truth`'s images, by image name: every detection, as
-    AP ranks them and the protocols apply their own score thresholds, on `device` (None: the
-    inference settings' default), under any other `InferenceSettings` fields given (e.g.
-    `mask_threshold`). `progress()` is called after each image."""
+    """What `model` (a `DoNet`) finds in `truth`'s images, by image name: every detection (score
+    threshold 0), as AP ranks them and the protocols apply their own score thresholds, on
+    `device` (None: the inference settings' default), under any other `InferenceSettings`
+    fields given (e.g. `mask_threshold`). `progress()` is called after each image."""
     # Imported here: inference needs torch, which scoring saved predictions does without.
     from ..inference import Segmenter
 

@@ -49,9 +49,10 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class Segmented:
-    """What became of one input of `Segmenter.segment_many`: its result, or the problem that
-    stopped it (one line), and the seconds it took. `detection` is the model's raw output
-    for an image segmented as a single tile (the Fig. 6 heatmaps are drawn from it)."""
+    """What became of one input of `Segmenter.segment_many` (its result, or the problem that
+    stopped it, in one line) or of `Segmenter.segmented` (a result: a problem is raised), and
+    the seconds it took. `detection` is the model's raw output for an image segmented as a
+    single tile (the Fig. 6 heatmaps are drawn from it)."""
 
     name: str
     source: Path | None
@@ -59,8 +60,8 @@ class Segmented:
     problem: str | None
     seconds: float
     detection: dict[str, torch.Tensor] | None = None
-    # With diameter="auto", the typical cell diameter estimated: the image's own (`segmented`),
-    # or the set's (`segment_many`).
+    # With diameter="auto", the typical cell diameter estimated: the image's own, or the set's
+    # where the segmenter settled on one (`segment_many`, `settled_on`).
     diameter: float | None = None
 
     @property
@@ -157,16 +158,14 @@ class Segmenter:
                   progress: Callable[[int, int], None] | None = None) -> Segmented:
         """`segment`'s result as a `Segmented`, with the model's raw detection when the image
         was one tile (the Fig. 6 heatmaps and the Fig. 3 attention map are drawn from it) and,
-        with `diameter="auto"`, the typical cell diameter found in this image."""
+        with `diameter="auto"`, the typical cell diameter: this image's own, or the set's on a
+        segmenter `settled_on` one."""
         started = time.perf_counter()
-        result, detection, diameter = self._segment(image, name, progress)
+        if self.settled:
+            (result, detection), diameter = self._segment_at(image, name, self.scale, progress), self.set_diameter
+        else:
+            result, detection, diameter = self._at_its_cells_scale(image, name, progress)
         return Segmented(name, None, result, None, time.perf_counter() - started, detection, diameter)
-
-    def _segment(self, image, name, progress=None):
-        """The result, the raw detection of a one-tile image, and the diameter estimate."""
-        if not self.settled:
-            return self._at_its_cells_scale(image, name, progress)
-        return *self._segment_at(image, name, self.scale, progress), self.set_diameter
 
     def _at_its_cells_scale(self, image, name, progress=None):
         """The image segmented from the settings' scale on, each pass at the scale the last one's

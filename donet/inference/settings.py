@@ -17,6 +17,8 @@ from ..io.planes import Focus, Planes
 # guess, unmeasured (no GPU yet): it should keep one busy while 8 tiles of 1024 px fit a small
 # GPU's memory; a `diameter` that enlarges the images enlarges the tiles with it.
 GPU_BATCH_SIZE = 8
+# On the CPU a batch's images run two at a time, each alone, so 2 keeps both streams busy.
+CPU_BATCH_SIZE = 2
 
 
 class InferenceSettings(BaseModel):
@@ -42,11 +44,9 @@ class InferenceSettings(BaseModel):
     skip_glass: bool = Field(True, description="Whole slides: run only the tiles a thumbnail shows cells in.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description=(
         "cpu, cuda, mps or auto (CUDA, else MPS, else the CPU; training takes MPS only when asked)."))
-    # On the CPU images run two at a time, each alone, so 2 keeps both streams busy; on a GPU a
-    # step is one forward pass.
-    batch_size: int = Field(2, ge=1, description=(
+    batch_size: int = Field(CPU_BATCH_SIZE, ge=1, description=(
         f"Images or tiles per step: one forward pass on a GPU (default {GPU_BATCH_SIZE}), two at a time on the "
-        "CPU (default 2)."))
+        f"CPU (default {CPU_BATCH_SIZE})."))
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description=(
         "fp32, bf16 or fp16 (autocast, CUDA only; the CPU always runs float32)."))
     workers: int = Field(1, ge=0, description="Threads reading the next images while the model runs (0: none).")
