@@ -22,8 +22,8 @@ def test_readme_tables_are_those_results_give():
 
 def test_every_benchmark_script_gives_its_command():
     for script in sorted(BENCHMARKS.glob("*.py")):
-        if script.name == "provenance.py":
-            continue
+        if '__name__ == "__main__"' not in script.read_text():
+            continue  # a module the scripts share (provenance.py, equal_load.py)
         docstring = ast.get_docstring(ast.parse(script.read_text())) or ""
         assert f"benchmarks/{script.name}" in docstring, f"{script.name}: no usage line in its docstring"
 
