@@ -408,7 +408,8 @@ def split_levers() -> str:
     """Training levers at the chosen length (3200 iterations) on the train45 split, each with
     its crowding figures (benchmarks/crowding.py on the same model)."""
     runs = {"recipe of v2 (seed 0)": ("v2_holdout_3200_cpu_seed0", "crowding_holdout"),
-            "mask_box_margin=0.1": ("v2_holdout_margin_3200_cpu_seed0", "crowding_holdout_margin")}
+            "mask_box_margin=0.1": ("v2_holdout_margin_3200_cpu_seed0", "crowding_holdout_margin"),
+            "mask_box_margin=0.1, seed 1": ("v2_holdout_margin_3200_cpu_seed1", "crowding_holdout_margin_seed1")}
     body = []
     for label, (run, crowding) in runs.items():
         result, trained = load(run)["classes"], load(crowding)["levers"][0]
