@@ -285,6 +285,15 @@ def model_speed() -> str:
     return table(header, rows, "model_speed_cpu")
 
 
+def checkpoint_average() -> str:
+    """average_checkpoints.py's models against the run's own checkpoints, on the split."""
+    data = load("checkpoint_average_split_seed1")
+    rows = [[label, pct(r["cytoplasm_map"]), pct(r["nucleus_map"]), pct(r["cytoplasm_aji"]), pct(r["cytoplasm_f1"])]
+            for label, r in data["rows"].items()]
+    return table(["seed 1 of the margin recipe, train45 split", "mAP cyto", "mAP nuc", "AJI cyto", "F1 cyto"],
+                 rows, "checkpoint_average_split_seed1")
+
+
 def model_flops() -> str:
     """model_flops.py: GFLOPs of one inference pass by part, DoNet against Mask R-CNN."""
     data = load("model_flops")
@@ -502,7 +511,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
     "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "versions_test90": versions_test90, "crowding": crowding, "split_levers": split_levers,
-    "model_flops": model_flops, "donet_over_maskrcnn": donet_over_maskrcnn,
+    "model_flops": model_flops, "checkpoint_average": checkpoint_average, "donet_over_maskrcnn": donet_over_maskrcnn,
     "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
     "diameter_auto_test90_v2": lambda: diameter_auto("diameter_auto_test90_v2"),
     "diameter_auto_test90_v3": lambda: diameter_auto("diameter_auto_test90_v3"),
