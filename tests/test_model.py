@@ -300,3 +300,23 @@ def test_training_learns_cell_masks_in_the_grown_boxes_too():
     for plain, wide in zip(seen[0.0], seen[0.25]):
         assert all(torch.allclose(b, grown(a, 0.25)) for a, b in zip(plain, wide))
         assert any(len(a) for a in plain)
+
+
+def test_test_time_enlargement_is_bicubic_and_everything_else_torchvisions():
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from donet.modeling.transform import InputTransform
+
+    image = torch.rand(3, 40, 48)
+    ours, theirs = (cls(80, 200, [0.5] * 3, [0.2] * 3).eval() for cls in (InputTransform, GeneralizedRCNNTransform))
+    enlarged = ours([image])[0].tensors[0, :, :80, :96]
+    bicubic = torch.nn.functional.interpolate(((image - 0.5) / 0.2)[None], size=(80, 96), mode="bicubic")[0]
+    torch.testing.assert_close(enlarged, bicubic)
+    assert not torch.allclose(enlarged, theirs([image])[0].tensors[0, :, :80, :96])
+    for transform in (ours, theirs):
+        transform.min_size, transform.max_size = (20,), 200  # shrinking
+    torch.testing.assert_close(ours([image])[0].tensors, theirs([image])[0].tensors)
+    ours.train(), theirs.train()
+    for transform in (ours, theirs):
+        transform.min_size = (80,)
+    torch.testing.assert_close(ours([image])[0].tensors, theirs([image])[0].tensors)

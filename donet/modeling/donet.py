@@ -22,6 +22,7 @@ from .drm import DualPathRegionModule
 from .mask_head import MaskHead
 from .mrp import attention_map, reweight
 from .roi_heads import DeoverlapRoIHeads
+from .transform import InputTransform
 
 CYTOPLASM_LABEL, NUCLEUS_LABEL = 1, 2  # the data layer's CellClass values
 P2_STRIDE = 4
@@ -71,8 +72,7 @@ class DoNet(GeneralizedRCNN):
     `intersection_probs` and `complement_probs`, and for MRP models the `attention` map."""
 
     def __init__(self, config: ModelConfig):
-        transform = GeneralizedRCNNTransform(config.min_size, config.max_size, list(config.image_mean),
-                                             list(config.image_std))
+        transform = InputTransform(config.min_size, config.max_size, list(config.image_mean), list(config.image_std))
         # With MRP the cell stack knows only cytoplasm; without, one stack knows both classes.
         cell_classes = 2 if config.mrp else 3
         super().__init__(resnet_fpn(config), region_proposal_network(config),
