@@ -294,6 +294,20 @@ def checkpoint_average() -> str:
                  rows, "checkpoint_average_split_seed1")
 
 
+def enlarge() -> str:
+    """enlarge.py: split scores with bilinear and bicubic test-time enlargement, per model and factor."""
+    data = load("enlarge_split")
+    rows = []
+    for model, factors in data["models"].items():
+        for factor, modes in factors.items():
+            old, new = modes["bilinear"], modes["bicubic"]
+            rows.append([model.removeprefix("runs/"), f"{float(factor):g}x"]
+                        + [f"{pct(old[k])} / {pct(new[k])} ({100 * (new[k] - old[k]):+.2f})"
+                           for k in ("cytoplasm_map", "nucleus_map", "cytoplasm_aji")])
+    return table(["model (train45 split, seed 1 of the margin recipe)", "images shrunk by",
+                  "mAP cyto, bilinear / bicubic", "mAP nuc", "AJI cyto"], rows, "enlarge_split")
+
+
 def model_flops() -> str:
     """model_flops.py: GFLOPs of one inference pass by part, DoNet against Mask R-CNN."""
     data = load("model_flops")
@@ -511,7 +525,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "ladder_first": lambda: ladder("ladder_light_600it_seed0"), "ladder_background": ladder_background,
     "ladder_jitter": lambda: ladder("ladder_light_600it_jitter"), "ladder_losses": ladder_losses,
     "cluster_aug": cluster_aug, "schedule_curve": schedule_curve, "versions_test90": versions_test90, "crowding": crowding, "split_levers": split_levers,
-    "model_flops": model_flops, "checkpoint_average": checkpoint_average, "donet_over_maskrcnn": donet_over_maskrcnn,
+    "model_flops": model_flops, "checkpoint_average": checkpoint_average, "enlarge": enlarge, "donet_over_maskrcnn": donet_over_maskrcnn,
     "nucleus_annotation": nucleus_annotation, "diameter_auto_split_set": lambda: diameter_auto("diameter_auto_split_set"),
     "diameter_auto_test90_v2": lambda: diameter_auto("diameter_auto_test90_v2"),
     "diameter_auto_test90_v3": lambda: diameter_auto("diameter_auto_test90_v3"),
