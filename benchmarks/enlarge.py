@@ -6,7 +6,7 @@
 The train45 split's 9 held-out images, shrunk by each `--factors` (as diameter_auto.py does),
 segmented at their true median cell diameter, so the model enlarges them back to its scale:
 with the model's input transform as it is (bicubic, `InputTransform`) and with torchvision's
-bilinear interpolation. Use models that did not train on those images (`--holdout` runs).
+own resizing (bilinear). Use models that did not train on those images (`--holdout` runs).
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+from contextlib import nullcontext
+from unittest import mock
+
 import torch
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from default_model import DATA, holdout_split  # noqa: E402
@@ -26,6 +30,7 @@ from provenance import provenance  # noqa: E402
 from donet.data.stats import median_diameter  # noqa: E402
 from donet.evaluation import evaluate, model_predictions  # noqa: E402
 from donet.io import open_dataset  # noqa: E402
+from donet.modeling.transform import InputTransform  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 
 MODES = ("bilinear", "bicubic")
@@ -48,8 +53,9 @@ def main() -> None:
             truth = [rescaled(s, factor) for s in held_out]
             diameter = median_diameter(truth)
             for mode in MODES:
-                model.transform.enlarge_mode = mode
-                classes = evaluate(truth, model_predictions(model, truth, "cpu", diameter=diameter))["classes"]
+                torchvisions = mock.patch.object(InputTransform, "resize", GeneralizedRCNNTransform.resize)
+                with torchvisions if mode == "bilinear" else nullcontext():
+                    classes = evaluate(truth, model_predictions(model, truth, "cpu", diameter=diameter))["classes"]
                 rows.setdefault(str(factor), {})[mode] = {
                     "cytoplasm_map": classes["cytoplasm"]["coco"]["ap"], "nucleus_map": classes["nucleus"]["coco"]["ap"],
                     "cytoplasm_aji": classes["cytoplasm"]["paper"]["aji"]}

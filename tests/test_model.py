@@ -302,21 +302,42 @@ def test_training_learns_cell_masks_in_the_grown_boxes_too():
         assert any(len(a) for a in plain)
 
 
-def test_test_time_enlargement_is_bicubic_and_everything_else_torchvisions():
+def test_enlargement_the_cells_ask_for_is_bicubic_and_everything_else_torchvisions():
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+    from donet.inference import Segmenter
     from donet.modeling.transform import InputTransform
+
+    def resized(transform, image, targets=None):
+        batch = transform([image], targets)[0]
+        h, w = batch.image_sizes[0]
+        return batch.tensors[0, :, :h, :w], batch.image_sizes
 
     image = torch.rand(3, 40, 48)
     ours, theirs = (cls(80, 200, [0.5] * 3, [0.2] * 3).eval() for cls in (InputTransform, GeneralizedRCNNTransform))
-    enlarged = ours([image])[0].tensors[0, :, :80, :96]
+    torch.testing.assert_close(resized(ours, image), resized(theirs, image))  # not asked: torchvision's
+    ours.enlarge_sharply = True
+    enlarged, sizes = resized(ours, image)
     bicubic = torch.nn.functional.interpolate(((image - 0.5) / 0.2)[None], size=(80, 96), mode="bicubic")[0]
     torch.testing.assert_close(enlarged, bicubic)
-    assert not torch.allclose(enlarged, theirs([image])[0].tensors[0, :, :80, :96])
+    assert sizes == resized(theirs, image)[1] and not torch.allclose(enlarged, resized(theirs, image)[0])
+    for odd in (torch.rand(3, 37, 51), torch.rand(3, 20, 90)):  # the second one limited by max_size
+        assert resized(ours, odd)[1] == resized(theirs, odd)[1]
+    target = [{"boxes": torch.tensor([[1.0, 1.0, 9.0, 9.0]]), "labels": torch.tensor([1])}]
+    torch.testing.assert_close(resized(ours, image, target), resized(theirs, image, target))
     for transform in (ours, theirs):
-        transform.min_size, transform.max_size = (20,), 200  # shrinking
-    torch.testing.assert_close(ours([image])[0].tensors, theirs([image])[0].tensors)
-    ours.train(), theirs.train()
+        transform.min_size = (20,)  # shrinking
+    torch.testing.assert_close(resized(ours, image), resized(theirs, image))
     for transform in (ours, theirs):
         transform.min_size = (80,)
-    torch.testing.assert_close(ours([image])[0].tensors, theirs([image])[0].tensors)
+        transform.train()
+    torch.testing.assert_close(resized(ours, image), resized(theirs, image))
+
+    # The Segmenter asks only where the cells are enlarged, not for the model's own input ratio.
+    model = build_model("maskrcnn", "light", min_size=800, max_size=1333)
+    assert isinstance(model.transform, InputTransform) and model.config.train_image_size == 512
+    segmenter = Segmenter(model, device="cpu")
+    for scale, sharp in ((1.0, False), (0.8, False), (2.0, True)):
+        with segmenter._input_size((512, 512), scale):
+            assert segmenter.network.transform.enlarge_sharply is sharp
+    assert segmenter.network.transform.enlarge_sharply is False

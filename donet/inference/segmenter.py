@@ -135,16 +135,18 @@ class Segmenter:
 
     @contextmanager
     def _input_size(self, size: tuple[int, int], scale: float):
-        """Resize an image of `size` by the model's training scale (not to a fixed side), times `scale`."""
+        """Resize an image of `size` by the model's training scale (not to a fixed side), times
+        `scale`: where that enlarges the cells, bicubically (see `InputTransform`)."""
         model = self.network
+        saved = model.transform.min_size, model.transform.max_size, model.transform.enlarge_sharply
+        model.transform.enlarge_sharply = scale > 1
         scale = scale * model.config.min_size / model.config.train_image_size
-        saved = model.transform.min_size, model.transform.max_size
         model.transform.min_size = (max(1, round(min(size) * scale)),)
         model.transform.max_size = max(1, round(max(size) * scale))
         try:
             yield
         finally:
-            model.transform.min_size, model.transform.max_size = saved
+            model.transform.min_size, model.transform.max_size, model.transform.enlarge_sharply = saved
 
     # -- images ------------------------------------------------------------------------
 

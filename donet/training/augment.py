@@ -94,8 +94,8 @@ def photometric_jitter(image: torch.Tensor, rng: np.random.Generator, brightness
 
 def low_resolution(image: torch.Tensor, rng: np.random.Generator, factors: tuple[float, float]) -> torch.Tensor:
     """The image shrunk (antialiased) by a factor drawn log-uniformly from `factors` and
-    enlarged back to its size (bilinear, as inference enlarges images); boxes and masks
-    keep their place."""
+    enlarged back to its size, bilinearly (torchvision's resizing; since 0f07816 inference
+    enlarges small cells bicubically, see `InputTransform`); boxes and masks keep their place."""
     factor = float(np.exp(rng.uniform(np.log(factors[0]), np.log(factors[1]))))
     size = image.shape[-2:]
     small = [max(1, round(side * factor)) for side in size]
