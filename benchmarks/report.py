@@ -536,6 +536,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "diameter_auto_split_settled_shrunk": lambda: diameter_auto("diameter_auto_split_settled_shrunk"),
     "diameter_auto_test90_settled": lambda: diameter_auto("diameter_auto_test90_settled"),
     "diameter_auto_split_margin": lambda: diameter_auto("diameter_auto_split_margin"),
+    "diameter_auto_test90_bicubic": lambda: diameter_auto("diameter_auto_test90_bicubic"),
 }
 
 
