@@ -537,6 +537,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "diameter_auto_test90_settled": lambda: diameter_auto("diameter_auto_test90_settled"),
     "diameter_auto_split_margin": lambda: diameter_auto("diameter_auto_split_margin"),
     "diameter_auto_test90_bicubic": lambda: diameter_auto("diameter_auto_test90_bicubic"),
+    "diameter_auto_test90_bicubic_per_image": lambda: diameter_auto("diameter_auto_test90_bicubic_per_image"),
     "diameter_auto_split_seed1_bicubic": lambda: diameter_auto("diameter_auto_split_seed1_bicubic"),
 }
 
