@@ -8,7 +8,8 @@ segmented by the shipped model (or `--model`) without a diameter, with each imag
 estimate ("auto": `Segmenter.segmented` image by image), with the engine's
 `diameter="auto"` over the set ("set": `segment_many`, one diameter for all, the median of
 up to 16 images' estimates, spread over the set), and with the true median diameter of the
-rescaled cells given by hand. Reported: cytoplasm and nucleus mAP, and the median ratio of
+rescaled cells given by hand ("true"), the set's or each image's own ("own": what a perfect
+per-image estimate would give). Reported: cytoplasm and nucleus mAP, and the median ratio of
 the estimated to the true diameter.
 """
 
@@ -53,7 +54,7 @@ def rescaled(sample: AnnotatedImage, factor: float) -> AnnotatedImage:
     return AnnotatedImage(sample.name, image, instances)
 
 
-MODES = ("none", "auto", "set", "true")
+MODES = ("none", "auto", "set", "true", "own")
 
 
 def main() -> None:
@@ -79,6 +80,11 @@ def main() -> None:
         sets[split] = holdout_split(open_dataset(DATA / "isbi2014_train"))[1]
     results = {**provenance(), "model": str(args.model or "shipped"), "model_cell_diameter": model.config.cell_diameter,
                "shrink_first": args.shrink_first}
+
+    def segmenter(mode: str, truth: list[AnnotatedImage]) -> Segmenter:
+        diameter = {"none": None, "auto": "auto", "set": "auto"}.get(mode, median_diameter(truth))
+        return Segmenter(model, device="cpu", score_threshold=0.0, diameter=diameter)
+
     for set_name, samples in sets.items():
         rows = {}
         for factor in args.scales:
@@ -86,13 +92,11 @@ def main() -> None:
             true_diameter = median_diameter(truth)
             row = {"true_median_diameter": true_diameter}
             for mode in args.modes:
-                diameter = {"none": None, "auto": "auto", "set": "auto", "true": true_diameter}[mode]
                 started = time.perf_counter()
-                segmenter = Segmenter(model, device="cpu", score_threshold=0.0, diameter=diameter)
-                if mode == "auto":  # each image its own estimate
-                    done = [segmenter.segmented(s.image, s.name) for s in truth]
+                if mode in ("auto", "own"):  # image by image
+                    done = [segmenter(mode, [s]).segmented(s.image, s.name) for s in truth]
                 else:
-                    done = list(segmenter.segment_many(truth))
+                    done = list(segmenter(mode, truth).segment_many(truth))
                 classes = evaluate(truth, {d.name: d.instances for d in done})["classes"]
                 row[mode] = {"cytoplasm_map": round(100 * classes["cytoplasm"]["coco"]["ap"], 2),
                              "nucleus_map": round(100 * classes["nucleus"]["coco"]["ap"], 2),
