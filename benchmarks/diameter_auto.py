@@ -33,7 +33,7 @@ from provenance import provenance  # noqa: E402
 from donet.data import AnnotatedImage, Instance  # noqa: E402
 from donet.data.stats import median_diameter  # noqa: E402
 from donet.evaluation import evaluate  # noqa: E402
-from donet.inference import Segmenter  # noqa: E402
+from donet.inference import Segmenter, diameter  # noqa: E402
 from donet.io import open_dataset  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 
@@ -69,7 +69,10 @@ def main() -> None:
                         help="rescale the images by F before each scale (0.72 then 2.0: small cells upscaled, as "
                              "test90's at 2.0)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--auto-step", type=float, default=diameter.AUTO_STEP, metavar="P",
+                        help="each pass's step to the power P (1: the scale its estimate asks for)")
     args = parser.parse_args()
+    diameter.AUTO_STEP = args.auto_step
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     split = "train45 held-out 9 (seen in training)" if args.model is None else "train45 held-out 9"
@@ -79,11 +82,11 @@ def main() -> None:
     if "split" in args.sets:
         sets[split] = holdout_split(open_dataset(DATA / "isbi2014_train"))[1]
     results = {**provenance(), "model": str(args.model or "shipped"), "model_cell_diameter": model.config.cell_diameter,
-               "shrink_first": args.shrink_first}
+               "shrink_first": args.shrink_first, "auto_step": args.auto_step}
 
     def segmenter(mode: str, truth: list[AnnotatedImage]) -> Segmenter:
-        diameter = {"none": None, "auto": "auto", "set": "auto"}.get(mode, median_diameter(truth))
-        return Segmenter(model, device="cpu", score_threshold=0.0, diameter=diameter)
+        given = {"none": None, "auto": "auto", "set": "auto"}.get(mode, median_diameter(truth))
+        return Segmenter(model, device="cpu", score_threshold=0.0, diameter=given)
 
     for set_name, samples in sets.items():
         rows = {}

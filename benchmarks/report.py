@@ -239,9 +239,10 @@ def diameter_auto(name: str = "diameter_auto") -> str:
     data = load(name)
     sets = {set_name: scales for set_name, scales in data.items() if isinstance(scales, dict)
             and all(isinstance(row, dict) and "true_median_diameter" in row for row in scales.values())}
-    modes = [mode for mode in ("none", "auto", "set", "true")
+    modes = [mode for mode in ("none", "auto", "set", "true", "own")
              if all(mode in row for scales in sets.values() for row in scales.values())]
-    labels = {"none": "no diameter", "auto": "`auto`, per image", "set": "one for the set", "true": "true diameter"}
+    labels = {"none": "no diameter", "auto": "`auto`, per image", "set": "one for the set", "true": "true diameter",
+              "own": "each image's true diameter"}
     rows = []
     for set_name, scales in sets.items():
         for scale, row in scales.items():
@@ -534,6 +535,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "diameter_auto_split_shrunk": lambda: diameter_auto("diameter_auto_split_shrunk"),
     "diameter_auto_split_settled": lambda: diameter_auto("diameter_auto_split_settled"),
     "diameter_auto_split_settled_shrunk": lambda: diameter_auto("diameter_auto_split_settled_shrunk"),
+    "diameter_own_split_seed1": lambda: diameter_auto("diameter_own_split_seed1"),
+    "diameter_own_test90": lambda: diameter_auto("diameter_own_test90"),
     "diameter_auto_test90_settled": lambda: diameter_auto("diameter_auto_test90_settled"),
     "diameter_auto_split_margin": lambda: diameter_auto("diameter_auto_split_margin"),
     "diameter_auto_test90_bicubic": lambda: diameter_auto("diameter_auto_test90_bicubic"),
