@@ -254,6 +254,21 @@ def diameter_auto(name: str = "diameter_auto") -> str:
                  + (["set's estimate / truth"] if "set" in modes else []), rows, name)
 
 
+def diameter_step() -> str:
+    """Each image's own --diameter auto estimate on the split, with plain and stretched steps."""
+    data = load("diameter_step_split")
+    rows = []
+    for model, scales in data["runs"].items():
+        for scale, row in scales.items():
+            plain, stretched = (row[step] for step in sorted(k for k in row if k != "true_median_diameter"))
+            rows.append([model.removeprefix("runs/").removesuffix("/model.safetensors"), f"{scale}x", *(
+                f"{plain[k]:.2f} / {stretched[k]:.2f} ({stretched[k] - plain[k]:+.2f})"
+                for k in ("cytoplasm_map", "nucleus_map")),
+                f"{plain['estimate_over_truth_median']:.2f} / {stretched['estimate_over_truth_median']:.2f}"])
+    return table(["split model", "images shrunk by", "mAP cyto, plain / stretched steps", "mAP nuc",
+                  "estimate / truth (median)"], rows, "diameter_step_split")
+
+
 def focus_stacks() -> str:
     data = load("focus_stacks")
     rows = [[name, "-" if v["mean_abs_error_vs_sharp"] is None else f"{v['mean_abs_error_vs_sharp']:.2f}",
@@ -537,6 +552,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "diameter_auto_split_settled_shrunk": lambda: diameter_auto("diameter_auto_split_settled_shrunk"),
     "diameter_own_split_seed1": lambda: diameter_auto("diameter_own_split_seed1"),
     "diameter_own_test90": lambda: diameter_auto("diameter_own_test90"),
+    "diameter_step_split": diameter_step,
     "diameter_auto_test90_settled": lambda: diameter_auto("diameter_auto_test90_settled"),
     "diameter_auto_split_margin": lambda: diameter_auto("diameter_auto_split_margin"),
     "diameter_auto_test90_bicubic": lambda: diameter_auto("diameter_auto_test90_bicubic"),

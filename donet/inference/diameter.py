@@ -24,8 +24,8 @@ AUTO_PASSES = 3
 # Being misread toward the model's size, a pass's estimate asks for only part of the change its
 # cells need, so each step goes this power of the way it asks for (1 / 0.7). On the train45
 # split shrunk 0.36x (cells as small as test90's at 0.5x), three checkpoints of one split
-# model gained 2.0-2.4 cytoplasm mAP with each image's own estimate, and 0.6 on average at
-# 0.5-0.7x (benchmarks/README.md, "The step of --diameter auto").
+# model gained 0.9-2.1 cytoplasm mAP with each image's own estimate, and 0.45 on average at
+# 0.5x and 0.7x (from -1.0 to +2.0; benchmarks/README.md, "The step of --diameter auto").
 AUTO_STEP = 1 / 0.7
 AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
 AUTO_RANGE = (0.25, 4.0)  # an estimate asking to rescale beyond this is a misreading (debris, merged cells)
