@@ -2,8 +2,9 @@
 
     python benchmarks/diameter_auto.py --out benchmarks/results/diameter_auto.json [--scales 0.5 0.7 1.4 2.0] [--sets test90 split]
 
-test90 and the 9 held-out train45 images of the split (every fifth; the shipped model saw
-them in training) are rescaled by each factor (images bilinear, masks nearest) and
+test90, the 9 held-out train45 images of the split (every fifth; the shipped model saw
+them in training) and, with `--sets composed`, images the cluster augmentor composes from
+those 9 images' cells (a larger set to choose on, without test90) are rescaled by each factor (images bilinear, masks nearest) and
 segmented by the shipped model (or `--model`) without a diameter, with each image's own
 estimate ("auto": `Segmenter.segmented` image by image), with the engine's
 `diameter="auto"` over the set ("set": `segment_many`, one diameter for all, the median of
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from default_model import holdout_split  # noqa: E402
 from provenance import provenance  # noqa: E402
 
-from donet.data import AnnotatedImage, Instance  # noqa: E402
+from donet.data import AnnotatedImage, ClusterAugmentor, Instance  # noqa: E402
 from donet.data.stats import median_diameter  # noqa: E402
 from donet.evaluation import evaluate  # noqa: E402
 from donet.inference import Segmenter, diameter  # noqa: E402
@@ -62,8 +63,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 0.7, 1.4, 2.0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sets", nargs="+", choices=["test90", "split"], default=["test90", "split"],
-                        help="test90, and the train45 split (where settings are chosen)")
+    parser.add_argument("--sets", nargs="+", choices=["test90", "split", "composed"], default=["test90", "split"],
+                        help="test90, the train45 split (where settings are chosen), and images composed from the "
+                             "split's held-out cells (the cluster augmentor, seed 0: more images to choose on)")
+    parser.add_argument("--composed", type=int, default=45, metavar="N", help="how many composed images")
     parser.add_argument("--model", type=Path, help="default: the shipped model (which has seen the split)")
     parser.add_argument("--shrink-first", type=float, default=1.0, metavar="F",
                         help="rescale the images by F before each scale (0.72 then 2.0: small cells upscaled, as "
@@ -79,8 +82,13 @@ def main() -> None:
     sets = {}
     if "test90" in args.sets:
         sets["test90"] = list(open_dataset(DATA / "isbi2014_test"))
+    held_out = holdout_split(open_dataset(DATA / "isbi2014_train"))[1]
     if "split" in args.sets:
-        sets[split] = holdout_split(open_dataset(DATA / "isbi2014_train"))[1]
+        sets[split] = held_out
+    if "composed" in args.sets:
+        compose, rng = ClusterAugmentor(held_out), np.random.default_rng(0)
+        sets[f"{args.composed} composed from the held-out 9's cells"] = [
+            compose(rng, f"composed_{k:03d}") for k in range(args.composed)]
     results = {**provenance(), "model": str(args.model or "shipped"), "model_cell_diameter": model.config.cell_diameter,
                "shrink_first": args.shrink_first, "auto_step": args.auto_step}
 
