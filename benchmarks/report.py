@@ -254,9 +254,9 @@ def diameter_auto(name: str = "diameter_auto") -> str:
                  + (["set's estimate / truth"] if "set" in modes else []), rows, name)
 
 
-def diameter_step() -> str:
-    """Each image's own --diameter auto estimate on the split, with plain and stretched steps."""
-    data = load("diameter_step_split")
+def diameter_step(name: str) -> str:
+    """Each image's own --diameter auto estimate, with plain and stretched steps."""
+    data = load(name)
     rows = []
     for model, scales in data["runs"].items():
         for scale, row in scales.items():
@@ -266,7 +266,7 @@ def diameter_step() -> str:
                 for k in ("cytoplasm_map", "nucleus_map")),
                 f"{plain['estimate_over_truth_median']:.2f} / {stretched['estimate_over_truth_median']:.2f}"])
     return table(["split model", "images shrunk by", "mAP cyto, plain / stretched steps", "mAP nuc",
-                  "estimate / truth (median)"], rows, "diameter_step_split")
+                  "estimate / truth (median)"], rows, name)
 
 
 def focus_stacks() -> str:
@@ -552,7 +552,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "diameter_auto_split_settled_shrunk": lambda: diameter_auto("diameter_auto_split_settled_shrunk"),
     "diameter_own_split_seed1": lambda: diameter_auto("diameter_own_split_seed1"),
     "diameter_own_test90": lambda: diameter_auto("diameter_own_test90"),
-    "diameter_step_split": diameter_step,
+    "diameter_step_split": lambda: diameter_step("diameter_step_split"),
+    "diameter_step_split_more": lambda: diameter_step("diameter_step_split_more"),
+    "diameter_step_composed": lambda: diameter_step("diameter_step_composed"),
+    "diameter_auto_test90_step": lambda: diameter_auto("diameter_auto_test90_step"),
     "diameter_auto_test90_settled": lambda: diameter_auto("diameter_auto_test90_settled"),
     "diameter_auto_split_margin": lambda: diameter_auto("diameter_auto_split_margin"),
     "diameter_auto_test90_bicubic": lambda: diameter_auto("diameter_auto_test90_bicubic"),

@@ -23,7 +23,7 @@ from donet.data.instances import encode_mask
 from donet.data.stats import median_diameter
 from donet.distributed import Processes
 from donet.errors import DonetError
-from donet.inference.diameter import AUTO_PASSES, AUTO_SETTLED, AUTO_STEP
+from donet.inference.diameter import AUTO_PASSES, AUTO_SETTLED
 from donet.inference import Exports
 from donet.inference.files import segment_files, write_exports
 from donet.io import open_dataset, write_dataset
@@ -136,34 +136,15 @@ def test_auto_diameter_runs_again_until_the_estimate_settles(model, monkeypatch,
     assert result.scale == (scales[-1] if kept == "last" else 1.0)
 
 
-def test_auto_diameter_steps_past_what_a_reading_pulled_toward_the_model_asks(model, monkeypatch):
-    """Small cells read as nearer the model's size ask each pass for only part of the change
-    they need: stretched steps end nearer their scale than plain ones in as many passes."""
-    trained = model.config.cell_diameter
-    truth = trained * 0.37  # test90's cells at 0.5x
-
-    def read(scale):
-        return np.sqrt(truth * scale * trained) / scale
-
-    stretched, _, _ = _auto_passes(model, monkeypatch, read)
-    monkeypatch.setattr("donet.inference.diameter.AUTO_STEP", 1.0)
-    plain, _, _ = _auto_passes(model, monkeypatch, read)
-    assert len(stretched) <= len(plain)
-    assert abs(np.log(stretched[-1] * truth / trained)) < abs(np.log(plain[-1] * truth / trained)) - 0.02
-
-
 def test_auto_diameter_stops_after_its_passes_when_the_estimate_never_settles(model, monkeypatch):
     trained = model.config.cell_diameter
 
-    high = 1.3 ** AUTO_STEP  # where a pass at 1 whose cells ask for 1.3 steps
-
-    def read(scale):  # at scale 1 cells step to `high`, at `high` back to 1: round and round
-        return trained / 1.3 if scale < 1.1 else trained * 1.3 / high
+    def read(scale):  # at scale 1 cells ask for 1.3, at 1.3 for 1: round and round
+        return trained / 1.3 if scale == 1 else trained / scale * 1.3
 
     scales, result, estimate = _auto_passes(model, monkeypatch, read)
-    assert scales == pytest.approx([1, high] * 2) and len(scales) == 1 + AUTO_PASSES
-    # The last estimate steps back to the first scale, within the tolerance of which it is.
-    assert estimate == pytest.approx(trained * 1.3 / high) and result.scale == 1
+    assert scales == pytest.approx([1, 1.3] * 2) and len(scales) == 1 + AUTO_PASSES
+    assert estimate == pytest.approx(trained) and result.scale == 1  # the last estimate asks for the first scale
 
 
 

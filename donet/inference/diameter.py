@@ -15,18 +15,12 @@ from ..modeling.config import ModelConfig
 # settings' by more than this factor.
 AUTO_TOLERANCE = 1.25
 # Cells far from the model's size are misread toward it, so an estimate is trusted once the
-# pass it came from ran within this factor of the next step it asks for (`next_scale`): a
-# first pass that finds cells 1.2x too large is run again nearer their scale before the
-# tolerance decides. An image gets at most AUTO_PASSES passes after its first; a slide's tiles
-# are sampled at most AUTO_PASSES times (see `slides.SlideRun`).
+# pass it came from ran within this factor of the scale it asks for: a first pass that finds
+# cells 1.2x too large is run again at their scale before the tolerance decides. An image gets
+# at most AUTO_PASSES passes after its first; a slide's tiles are sampled at most AUTO_PASSES
+# times (see `slides.SlideRun`).
 AUTO_SETTLED = 1.1
 AUTO_PASSES = 3
-# Being misread toward the model's size, a pass's estimate asks for only part of the change its
-# cells need, so each step goes this power of the way it asks for (1 / 0.7). On the train45
-# split shrunk 0.36x (cells as small as test90's at 0.5x), three checkpoints of one split
-# model gained 0.9-2.1 cytoplasm mAP with each image's own estimate, and 0.45 on average at
-# 0.5x and 0.7x (from -1.0 to +2.0; benchmarks/README.md, "The step of --diameter auto").
-AUTO_STEP = 1 / 0.7
 AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
 AUTO_RANGE = (0.25, 4.0)  # an estimate asking to rescale beyond this is a misreading (debris, merged cells)
 # Many images share one diameter, the median of the own estimates of up to AUTO_SAMPLE images
@@ -57,13 +51,6 @@ def settings_scale(config: ModelConfig, diameter: float | str | None) -> float:
 def estimate_scale(config: ModelConfig, estimate: float) -> float:
     """The factor an estimated diameter asks for, within AUTO_RANGE."""
     return float(np.clip(trained_diameter(config) / estimate, *AUTO_RANGE))
-
-
-def next_scale(config: ModelConfig, estimate: float, scale: float) -> float:
-    """The scale of the pass after one at `scale` whose cells' diameter read `estimate`: the
-    step the estimate asks for, to the power AUTO_STEP, within AUTO_RANGE."""
-    asked = estimate_scale(config, estimate)
-    return float(np.clip(scale * (asked / scale) ** AUTO_STEP, *AUTO_RANGE))
 
 
 def chosen_scale(config: ModelConfig, estimate: float | None, scale: float) -> float:

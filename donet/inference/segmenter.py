@@ -35,7 +35,7 @@ from .diameter import (
     AUTO_SAMPLE,
     AUTO_SETTLED,
     chosen_scale,
-    next_scale,
+    estimate_scale,
     settings_scale,
     spread_sample,
     typical_diameter,
@@ -171,17 +171,16 @@ class Segmenter:
 
     def _at_its_cells_scale(self, image, name, progress=None):
         """The image segmented from the settings' scale on, each pass at the scale the last one's
-        confident cells asked for, stretched (`next_scale`), until the estimate settles (or
-        AUTO_PASSES): result, detection and diameter estimate. The result is the first pass's
-        where the estimate's scale is within the tolerance of the settings', else the last
-        pass's."""
+        confident cells asked for, until the estimate settles (or AUTO_PASSES): result,
+        detection and diameter estimate. The result is the first pass's where the estimate's
+        scale is within the tolerance of the settings', else the last pass's."""
         start = settings_scale(self.model.config, self.settings.diameter)  # also on a settled copy
         first = result, detection = self._segment_at(image, name, start, progress)
         scale, estimate = start, typical_diameter(result)
         for _ in range(AUTO_PASSES):
             if estimate is None:
                 break
-            wanted = next_scale(self.model.config, estimate, scale)
+            wanted = estimate_scale(self.model.config, estimate)
             if within(wanted, scale, AUTO_SETTLED):
                 break
             again, again_detection = self._segment_at(image, name, wanted, progress)
