@@ -34,7 +34,7 @@ from provenance import provenance  # noqa: E402
 from donet.data import AnnotatedImage, ClusterAugmentor, Instance  # noqa: E402
 from donet.data.stats import median_diameter  # noqa: E402
 from donet.evaluation import evaluate  # noqa: E402
-from donet.inference import Segmenter, diameter  # noqa: E402
+from donet.inference import Segmenter  # noqa: E402
 from donet.io import open_dataset  # noqa: E402
 from donet.modeling.weights import load_model  # noqa: E402
 
@@ -72,10 +72,7 @@ def main() -> None:
                         help="rescale the images by F before each scale (0.72 then 2.0: small cells upscaled, as "
                              "test90's at 2.0)")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--auto-quantile", type=float, default=diameter.AUTO_QUANTILE, metavar="Q",
-                        help="the percentile of an image's confident cells' diameters taken as its estimate")
     args = parser.parse_args()
-    diameter.AUTO_QUANTILE = args.auto_quantile
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     split = "train45 held-out 9 (seen in training)" if args.model is None else "train45 held-out 9"
@@ -90,7 +87,7 @@ def main() -> None:
         sets[f"{args.composed} composed from the held-out 9's cells"] = [
             compose(rng, f"composed_{k:03d}") for k in range(args.composed)]
     results = {**provenance(), "model": str(args.model or "shipped"), "model_cell_diameter": model.config.cell_diameter,
-               "shrink_first": args.shrink_first, "auto_quantile": args.auto_quantile}
+               "shrink_first": args.shrink_first}
 
     def segmenter(mode: str, truth: list[AnnotatedImage]) -> Segmenter:
         given = {"none": None, "auto": "auto", "set": "auto"}.get(mode, median_diameter(truth))

@@ -21,8 +21,7 @@ AUTO_TOLERANCE = 1.25
 # times (see `slides.SlideRun`).
 AUTO_SETTLED = 1.1
 AUTO_PASSES = 3
-AUTO_SCORE = 0.5  # the cells whose diameters make the estimate
-AUTO_QUANTILE = 50  # the percentile of their diameters taken as the estimate
+AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
 AUTO_RANGE = (0.25, 4.0)  # an estimate asking to rescale beyond this is a misreading (debris, merged cells)
 # Many images share one diameter, the median of the own estimates of up to AUTO_SAMPLE images
 # spread over the set (see `spread_sample`), so that a few misread images do not each go to
@@ -63,10 +62,9 @@ def chosen_scale(config: ModelConfig, estimate: float | None, scale: float) -> f
 
 
 def typical_diameter(result: AnnotatedImage) -> float | None:
-    """The AUTO_QUANTILE percentile of the confident cells' equivalent-circle diameters, or
-    None without any."""
+    """Median equivalent-circle diameter of the confident cells, or None without any."""
     diameters = [equivalent_diameter(cell.area) for cell in result.cells if cell.score >= AUTO_SCORE]
-    return float(np.percentile(diameters, AUTO_QUANTILE)) if diameters else None
+    return float(np.median(diameters)) if diameters else None
 
 
 def spread_sample(count: int) -> list[int]:
