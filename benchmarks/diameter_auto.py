@@ -75,22 +75,28 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    split = "train45 held-out 9 (seen in training)" if args.model is None else "train45 held-out 9"
+    seen = " (seen in training)" if args.model is None else ""
     sets = {}
     if "test90" in args.sets:
         sets["test90"] = list(open_dataset(DATA / "isbi2014_test"))
-    held_out = holdout_split(open_dataset(DATA / "isbi2014_train"))[1]
+    if {"split", "composed"} & set(args.sets):
+        held_out = holdout_split(open_dataset(DATA / "isbi2014_train"))[1]
     if "split" in args.sets:
-        sets[split] = held_out
+        sets[f"train45 held-out 9{seen}"] = held_out
     if "composed" in args.sets:
         compose, rng = ClusterAugmentor(held_out), np.random.default_rng(0)
-        sets[f"{args.composed} composed from the held-out 9's cells"] = [
+        sets[f"{args.composed} composed from the held-out 9's cells{seen}"] = [
             compose(rng, f"composed_{k:03d}") for k in range(args.composed)]
     results = {**provenance(), "model": str(args.model or "shipped"), "model_cell_diameter": model.config.cell_diameter,
                "shrink_first": args.shrink_first}
 
     def segmenter(mode: str, truth: list[AnnotatedImage]) -> Segmenter:
-        given = {"none": None, "auto": "auto", "set": "auto"}.get(mode, median_diameter(truth))
+        if mode in ("true", "own"):
+            given = median_diameter(truth)
+            if given is None:
+                sys.exit(f"{truth[0].name}: no annotated cell to take the true diameter from")
+        else:
+            given = {"none": None, "auto": "auto", "set": "auto"}[mode]
         return Segmenter(model, device="cpu", score_threshold=0.0, diameter=given)
 
     for set_name, samples in sets.items():

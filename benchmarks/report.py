@@ -257,16 +257,20 @@ def diameter_auto(name: str = "diameter_auto") -> str:
 def diameter_step(name: str) -> str:
     """Each image's own --diameter auto estimate, with plain and stretched steps."""
     data = load(name)
+    own = all("own" in row for scales in data["runs"].values() for row in scales.values())
     rows = []
     for model, scales in data["runs"].items():
         for scale, row in scales.items():
-            plain, stretched = (row[step] for step in sorted(k for k in row if k != "true_median_diameter"))
+            steps = sorted((k for k in row if k not in ("true_median_diameter", "own")), key=float)
+            assert len(steps) == 2, f"{name}: {model} {scale} has steps {steps}, not plain and stretched"
+            plain, stretched = (row[step] for step in steps)
             rows.append([model.removeprefix("runs/").removesuffix("/model.safetensors"), f"{scale}x", *(
                 f"{plain[k]:.2f} / {stretched[k]:.2f} ({stretched[k] - plain[k]:+.2f})"
                 for k in ("cytoplasm_map", "nucleus_map")),
-                f"{plain['estimate_over_truth_median']:.2f} / {stretched['estimate_over_truth_median']:.2f}"])
+                f"{plain['estimate_over_truth_median']:.2f} / {stretched['estimate_over_truth_median']:.2f}"]
+                + ([f"{row['own']['cytoplasm_map']:.2f} / {row['own']['nucleus_map']:.2f}"] if own else []))
     return table(["split model", "images shrunk by", "mAP cyto, plain / stretched steps", "mAP nuc",
-                  "estimate / truth (median)"], rows, name)
+                  "estimate / truth (median)"] + (["each image's true diameter"] if own else []), rows, name)
 
 
 def focus_stacks() -> str:
