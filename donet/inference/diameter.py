@@ -21,7 +21,7 @@ AUTO_TOLERANCE = 1.25
 # times (see `slides.SlideRun`).
 AUTO_SETTLED = 1.1
 AUTO_PASSES = 3
-AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate
+AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate (those with a nucleus, see below)
 AUTO_RANGE = (0.25, 4.0)  # an estimate asking to rescale beyond this is a misreading (debris, merged cells)
 # Many images share one diameter, the median of the own estimates of up to AUTO_SAMPLE images
 # spread over the set (see `spread_sample`), so that a few misread images do not each go to
@@ -62,9 +62,13 @@ def chosen_scale(config: ModelConfig, estimate: float | None, scale: float) -> f
 
 
 def typical_diameter(result: AnnotatedImage) -> float | None:
-    """Median equivalent-circle diameter of the confident cells, or None without any."""
-    diameters = [equivalent_diameter(cell.area) for cell in result.cells if cell.score >= AUTO_SCORE]
-    return float(np.median(diameters)) if diameters else None
+    """Median equivalent-circle diameter of the confident cells that hold a confident nucleus
+    (of all confident cells where none does), or None without any. In dense clusters the
+    model finds parts of cells, which hold no nucleus and would read the cells small."""
+    confident = [cell for cell in result.cells if cell.score >= AUTO_SCORE]
+    holding = {nucleus.parent for nucleus in result.nuclei if nucleus.score >= AUTO_SCORE}
+    whole = [cell for cell in confident if cell.id in holding] or confident
+    return float(np.median([equivalent_diameter(cell.area) for cell in whole])) if whole else None
 
 
 def spread_sample(count: int) -> list[int]:
