@@ -19,11 +19,11 @@ from skimage.transform import rescale
 import donet
 import donet.inference.segmenter as segmenter_module
 from donet.data import CellClass
-from donet.data.instances import encode_mask
-from donet.data.stats import median_diameter
+from donet.data.instances import AnnotatedImage, Instance, encode_mask
+from donet.data.stats import equivalent_diameter, median_diameter
 from donet.distributed import Processes
 from donet.errors import DonetError
-from donet.inference.diameter import AUTO_PASSES, AUTO_SETTLED
+from donet.inference.diameter import AUTO_PASSES, AUTO_SETTLED, typical_diameter
 from donet.inference import Exports
 from donet.inference.files import segment_files, write_exports
 from donet.io import open_dataset, write_dataset
@@ -134,6 +134,26 @@ def test_auto_diameter_runs_again_until_the_estimate_settles(model, monkeypatch,
     assert abs(np.log(estimate / truth)) < abs(np.log(read(1.0) / truth))
     # The result is the first pass's where the settled scale is within the tolerance of 1.
     assert result.scale == (scales[-1] if kept == "last" else 1.0)
+
+
+def test_the_diameter_estimate_measures_the_cells_that_hold_a_nucleus():
+    """Parts of cells, as the model finds them in dense clusters, hold no nucleus: they are
+    left out of the estimate, unless no confident cell holds a confident nucleus."""
+    rows, cols = np.mgrid[:300, :600]
+
+    def disc(k: int, radius: int) -> np.ndarray:
+        return (rows - 150) ** 2 + (cols - 60 - 120 * k) ** 2 <= radius ** 2
+
+    whole = [Instance.from_mask(k, CellClass.CYTOPLASM, disc(k, 55), score=0.9) for k in (0, 1)]
+    parts = [Instance.from_mask(k, CellClass.CYTOPLASM, disc(k, 20), score=0.9) for k in (2, 3, 4)]
+
+    def estimate(nucleus_score: float) -> float:
+        nuclei = [Instance.from_mask(10 + k, CellClass.NUCLEUS, disc(k, 8), parent=k, score=nucleus_score)
+                  for k in (0, 1)]
+        return typical_diameter(AnnotatedImage("cluster", np.zeros((300, 600), np.uint8), whole + parts + nuclei))
+
+    assert estimate(0.9) == pytest.approx(equivalent_diameter(whole[0].area))
+    assert estimate(0.2) == pytest.approx(equivalent_diameter(parts[0].area))  # no confident nucleus: all cells
 
 
 def test_auto_diameter_stops_after_its_passes_when_the_estimate_never_settles(model, monkeypatch):
