@@ -566,6 +566,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "diameter_nucleus_composed": lambda: diameter_auto("diameter_nucleus_composed"),
     "diameter_auto_test90_nucleus": lambda: diameter_auto("diameter_auto_test90_nucleus"),
     "diameter_auto_test90_nucleus_per_image": lambda: diameter_auto("diameter_auto_test90_nucleus_per_image"),
+    "diameter_auto_test90_nucleus_large": lambda: diameter_auto("diameter_auto_test90_nucleus_large"),
     "diameter_auto_test90_settled": lambda: diameter_auto("diameter_auto_test90_settled"),
     "diameter_auto_split_margin": lambda: diameter_auto("diameter_auto_split_margin"),
     "diameter_auto_test90_bicubic": lambda: diameter_auto("diameter_auto_test90_bicubic"),
