@@ -21,7 +21,7 @@ AUTO_TOLERANCE = 1.25
 # times (see `slides.SlideRun`).
 AUTO_SETTLED = 1.1
 AUTO_PASSES = 3
-AUTO_SCORE = 0.5  # the cells whose median diameter is the estimate (those with a nucleus, see below)
+AUTO_SCORE = 0.5  # confident cells (and nuclei): those whose median diameter is the estimate
 AUTO_RANGE = (0.25, 4.0)  # an estimate asking to rescale beyond this is a misreading (debris, merged cells)
 # Many images share one diameter, the median of the own estimates of up to AUTO_SAMPLE images
 # spread over the set (see `spread_sample`), so that a few misread images do not each go to
