@@ -4,9 +4,10 @@
 
 test90, the 9 held-out train45 images of the split (every fifth; the shipped model saw
 them in training) and, with `--sets composed`, images the cluster augmentor composes from
-those 9 images' cells (a larger set to choose on, without test90) are rescaled by each factor (images bilinear, masks nearest) and
-segmented by the shipped model (or `--model`) without a diameter, with each image's own
-estimate ("auto": `Segmenter.segmented` image by image), with the engine's
+those 9 images' cells (a larger set to choose on, without test90) are rescaled by each
+factor (images bilinear, masks nearest) and segmented by the shipped model (or `--model`)
+without a diameter, with each image's own estimate ("auto": `Segmenter.segmented` image by
+image, one segmenter for all), with the engine's
 `diameter="auto"` over the set ("set": `segment_many`, one diameter for all, the median of
 up to 16 images' estimates, spread over the set), and with the true median diameter of the
 rescaled cells given by hand ("true"), the set's or each image's own ("own": what a perfect
@@ -107,7 +108,10 @@ def main() -> None:
             row = {"true_median_diameter": true_diameter}
             for mode in args.modes:
                 started = time.perf_counter()
-                if mode in ("auto", "own"):  # image by image
+                if mode == "auto":  # image by image, each its own estimate
+                    one = segmenter(mode, truth)
+                    done = [one.segmented(s.image, s.name) for s in truth]
+                elif mode == "own":  # image by image, each at its own diameter
                     done = [segmenter(mode, [s]).segmented(s.image, s.name) for s in truth]
                 else:
                     done = list(segmenter(mode, truth).segment_many(truth))

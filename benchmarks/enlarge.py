@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
 from contextlib import nullcontext
+from pathlib import Path
 from unittest import mock
 
 import torch
