@@ -563,6 +563,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "diameter_composed_none_set": lambda: diameter_auto("diameter_composed_none_set"),
     "diameter_q75_split": lambda: diameter_auto("diameter_q75_split"),
     "diameter_nucleus_split": lambda: diameter_auto("diameter_nucleus_split"),
+    "diameter_auto_split_neighbours": lambda: diameter_auto("diameter_auto_split_neighbours"),
     "diameter_nucleus_composed": lambda: diameter_auto("diameter_nucleus_composed"),
     "diameter_auto_test90_nucleus": lambda: diameter_auto("diameter_auto_test90_nucleus"),
     "diameter_auto_test90_nucleus_per_image": lambda: diameter_auto("diameter_auto_test90_nucleus_per_image"),
