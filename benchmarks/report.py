@@ -427,6 +427,7 @@ def versions_test90() -> str:
     return evaluations({
         "v3: v2's recipe with mask_box_margin=0.1, CPU, float32 (final weights)": "v3_ship_3200_cpu_seed0",
         "v3 as shipped, float16": "v3_shipped_test90",
+        "maskrcnn: v3's recipe, CPU, float32 (final weights)": "v3_maskrcnn_3200_cpu_seed0",
         "v2: 3200 iterations, CPU, float32 (final weights)": "v2_ship_3200_cpu_seed0",
         "v2 as shipped, float16": "v2_shipped_test90",
         "v1 as shipped, float16 (1600 iterations, H200)": "default_model_test90",
